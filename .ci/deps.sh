@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what srlm needs, when missing. `deps.sh build`: the C libraries the tools link.
+# `deps.sh test`: also the oracles the test suite compares against (PyTorch, the Node.js
+# tokenizers and msgpack test suite). As root on Debian it installs with apt-get/npm; otherwise it
+# names what is missing and exits 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build_pkgs=(build-essential pkg-config libblis-dev libmsgpack-dev libxxhash-dev libpcre2-dev
+            libutf8proc-dev libjansson-dev)
+test_pkgs=(python3-torch python3-numpy python3-msgpack nodejs npm gnuplot-nox)
+
+want=("${build_pkgs[@]}")
+[ "${1:-build}" = test ] && want+=("${test_pkgs[@]}")
+
+missing=()
+for p in "${want[@]}"; do
+    # nodejs/npm may come from elsewhere (nodesource): a working binary is enough.
+    case $p in nodejs) command -v node >/dev/null && continue ;; npm) command -v npm >/dev/null && continue ;; esac
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "deps: installing ${missing[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >&2
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    else
+        echo "deps: missing Debian packages: ${missing[*]}" >&2
+        echo "deps: install them with: sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+if [ "${1:-build}" = test ] && [ ! -d tests/oracle/node_modules ]; then
+    echo "deps: installing the Node.js test oracles (tests/oracle/package.json)" >&2
+    (cd tests/oracle && npm ci --silent --no-audit --no-fund >&2)
+fi

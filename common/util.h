@@ -1,0 +1,68 @@
+// util.h — process-wide helpers every tool and test links: the tool's name, diagnostics with
+// sysexits.h exit codes, checked allocation, strict number parsing, and the clean exit path.
+//
+// Contract:
+// - tool_init(argv[0]) is the first call of every tool's main(): it sets the name used to prefix
+//   every message, restores the default SIGPIPE (a closed pipe downstream ends the tool quietly
+//   with status 141), and refuses to run on a big-endian host (streams are little-endian).
+// - die(code, fmt, ...) prints "<tool>: <message>" on stderr and exits with code. A format ending
+//   in ':' appends ": strerror(errno)". Use it for bad data and environment errors, never for bugs.
+// - ASSERT(cond) is for bugs only: always compiled in, prints file:line and aborts.
+// - xmalloc/xcalloc/xrealloc never return NULL: they exit 71 naming the size and call site.
+// - parse_int/parse_float/parse_size refuse garbage and out-of-range values with exit 64.
+// - tool_exit(code) flushes and closes stdout, turning a late write error into exit 74; every tool
+//   ends through it (or through die()).
+#ifndef SRLM_UTIL_H
+#define SRLM_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sysexits.h>
+
+extern const char *progname;   // tool name, set by tool_init
+
+enum log_level { LOG_LEVEL_QUIET = 0, LOG_LEVEL_WARN = 1, LOG_LEVEL_INFO = 2, LOG_LEVEL_DEBUG = 3 };
+extern int log_level;          // default LOG_LEVEL_INFO; -q lowers, -v raises
+
+void tool_init(const char *argv0);
+_Noreturn void tool_exit(int code);
+_Noreturn void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// Usage errors: prints the message and the "Try '<tool> --help'" hint, exits 64.
+_Noreturn void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+_Noreturn void assert_fail(const char *file, int line, const char *cond);
+#define ASSERT(c) ((c) ? (void)0 : assert_fail(__FILE__, __LINE__, #c))
+
+void *xmalloc_at(size_t n, const char *file, int line);
+void *xcalloc_at(size_t n, size_t size, const char *file, int line);
+void *xrealloc_at(void *p, size_t n, const char *file, int line);
+char *xstrdup_at(const char *s, const char *file, int line);
+#define xmalloc(n) xmalloc_at((n), __FILE__, __LINE__)
+#define xcalloc(n, s) xcalloc_at((n), (s), __FILE__, __LINE__)
+#define xrealloc(p, n) xrealloc_at((p), (n), __FILE__, __LINE__)
+#define xstrdup(s) xstrdup_at((s), __FILE__, __LINE__)
+// Multiplies two sizes, dying with exit 65 (what = the field that asked) on overflow.
+size_t mul_size(size_t a, size_t b, const char *what);
+
+// Strict parsers for option values: the whole string must be a number in [min, max], else exit 64
+// with "<tool>: <opt>: invalid number \"...\"" or "... out of range [min, max]".
+long long parse_int(const char *s, long long min, long long max, const char *opt);
+double parse_float(const char *s, double min, double max, const char *opt);
+// Like parse_int, with an optional K/M/G suffix (powers of 1024).
+size_t parse_size(const char *s, size_t min, size_t max, const char *opt);
+
+// Monotonic seconds, for throughput figures.
+double now_seconds(void);
+
+// xxh3-64 of a whole file, or exits 66 naming it. Hex form is 16 lowercase digits + NUL.
+uint64_t hash_file(const char *path);
+void hash_hex(uint64_t h, char out[17]);
+
+// Reads a whole file into a NUL-terminated buffer (caller frees); exits 66 if it cannot.
+char *read_file(const char *path, size_t *len);
+
+#endif
