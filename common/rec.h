@@ -38,7 +38,9 @@
 
 #define REC_SCHEMA_VERSION 1
 #define REC_DEFAULT_MAX_BYTES ((size_t)64 << 20)
-#define REC_MAX_DEPTH 64
+// msgpack-c 4.0 keeps a fixed parse stack of 32 open containers (MSGPACK_EMBED_STACK_SIZE);
+// deeper input is refused by our scanner first, with a clear message.
+#define REC_MAX_DEPTH 30
 
 // ---------------------------------------------------------------------------------------------
 // reader
@@ -57,8 +59,8 @@ struct rec_reader {
     size_t nrec;               // records returned so far (header and end included)
     size_t ndata;              // data records returned so far
     bool ended;                // the end record was seen
-    msgpack_object header;     // valid after rec_read_header, until rec_reader_close
-    msgpack_zone *header_zone;
+    char *header_bytes;        // a private copy of the header record's bytes...
+    msgpack_unpacked header_unp;   // ...and its object, valid until rec_reader_close
 };
 
 void rec_reader_open(struct rec_reader *r, FILE *fp, const char *name, size_t max_bytes);
