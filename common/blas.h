@@ -1,0 +1,36 @@
+// blas.h — the one place srlm talks to BLIS: start-up (kernel choice and the thread knob) and a
+// row-major sgemm wrapper. Nothing else includes <blis.h> except blas.c and nn.c.
+//
+// Contract:
+// - blas_init(threads) is called once, before any BLIS call (so before any nn_* kernel), by every
+//   tool and test that computes. It
+//     * forces BLIS's AVX-512 ("skx") kernels with BLIS_ARCH_TYPE=0 when the CPU and OS support
+//       avx512f/dq/bw/vl, unless the user already set BLIS_ARCH_TYPE. BLIS 0.9.0 counts FMA units
+//       from the CPU brand string, which VMs hide, and then falls back to AVX2 kernels that run at
+//       about half speed (docs/platform-notes.md). The variable is read at BLIS's first call, so a
+//       later blas_init cannot change the kernels, only the thread count.
+//     * sets BLIS's thread count and OpenMP's to the same number: one knob for every thread of a
+//       tool. threads <= 0 means: BLIS_NUM_THREADS if set, else OMP_NUM_THREADS, else 1.
+//     * allows no nested OpenMP parallelism (omp_set_max_active_levels(1)).
+//   Calling it again later only changes the thread count (tests compare 1 and 2 threads).
+// - sgemm_rm is a thin row-major wrapper over bli_sgemm: C(M,N) = alpha·op(A)·op(B) + beta·C, each
+//   matrix given by its pointer and row stride (ld, in floats; column stride 1). op(X) = Xᵀ when the
+//   trans flag is set, and then X is stored (K, M) resp. (N, K). Transposed operands cost nothing:
+//   BLIS packs through the strides. Called from inside an OpenMP parallel region it runs BLIS with one
+//   thread (a per-call rntm_t), so an OpenMP loop over BLIS calls never oversubscribes the cores;
+//   outside a region it uses the blas_init thread count.
+#ifndef SRLM_BLAS_H
+#define SRLM_BLAS_H
+
+#include <stdbool.h>
+
+void blas_init(int threads);
+int blas_threads(void);
+// The BLIS kernel set in use ("skx", "haswell", "zen", ...), for logs and benchmarks.
+const char *blas_arch_name(void);
+
+void sgemm_rm(bool trans_a, bool trans_b, int M, int N, int K,
+              float alpha, const float *A, int lda, const float *B, int ldb,
+              float beta, float *C, int ldc);
+
+#endif
