@@ -19,9 +19,9 @@ expect_rc() {
     timeout 120 "$@" >"$TMP/out" 2>"$TMP/err" || rc=$?
     if [ "$rc" = "$want" ]; then ok; else bad "$desc: status $rc, want $want; stderr: $(head -c 300 "$TMP/err")"; fi
 }
-# expect_err TEXT DESC: the last stderr line of the previous expect_rc contains TEXT.
+# expect_err TEXT DESC: the stderr of the previous expect_rc contains TEXT.
 expect_err() {
-    if tail -n 1 "$TMP/err" | grep -qF -- "$1"; then ok; else bad "$2: stderr lacks '$1': $(tail -n 1 "$TMP/err")"; fi
+    if grep -qF -- "$1" "$TMP/err"; then ok; else bad "$2: stderr lacks '$1': $(tail -n 2 "$TMP/err")"; fi
 }
 # expect_eq A B DESC
 expect_eq() { if [ "$1" = "$2" ]; then ok; else bad "$3: got '$1', want '$2'"; fi; }

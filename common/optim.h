@@ -1,0 +1,39 @@
+// optim.h — AdamW with decoupled weight decay, global-norm gradient clipping and learning-rate
+// schedules, over flat f32 buffers (parameters, gradients and the two moments share one layout).
+//
+// Contract: adamw_update() performs exactly one step of torch.optim.AdamW (PyTorch 1.13 docs,
+// "AdamW" algorithm box; Loshchilov & Hutter 2019): with t the 1-based step,
+//     p   <- p - lr * wd * p                       (decoupled decay, before the moment update)
+//     m   <- b1 m + (1 - b1) g
+//     v   <- b2 v + (1 - b2) g^2
+//     p   <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+// A per-element decay mask is not needed: callers run it once per parameter group with its own wd
+// (norm weights and biases usually take wd = 0). Loops are parallel with a static schedule, so a
+// given thread count always gives the same bits (the update is element-wise: any count does).
+#ifndef SRLM_OPTIM_H
+#define SRLM_OPTIM_H
+
+#include <stddef.h>
+
+struct adamw_config {
+    double lr, beta1, beta2, eps, weight_decay;   // double, as PyTorch holds them (Python floats)
+};
+
+void adamw_update(float *p, const float *g, float *m, float *v, size_t n,
+                  const struct adamw_config *c, double lr, long step);
+
+// Global L2 norm over several gradient buffers, computed in double (so the sum does not depend
+// on how the buffers are split). clip_scale() gives the factor torch.nn.utils.clip_grad_norm_
+// applies: max_norm / (norm + 1e-6) when that is below 1, else 1.
+double grad_norm(const float *const *g, const size_t *n, int nbuf);
+float clip_scale(double norm, double max_norm);
+void scale_buffer(float *g, size_t n, float s);
+
+enum lr_schedule { LR_CONSTANT, LR_LINEAR, LR_COSINE };
+// Learning rate at 1-based step `step` of `total`: linear warm-up over `warmup` steps from 0 to
+// lr, then constant, linear decay to min_lr, or half-cosine decay to min_lr at step `total`.
+double lr_at(enum lr_schedule s, double lr, double min_lr, long step, long warmup, long total);
+// Parses "constant" | "linear" | "cosine"; returns -1 if unknown.
+int lr_schedule_parse(const char *s);
+
+#endif
