@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 build_pkgs=(build-essential pkg-config libblis-dev libmsgpack-dev libxxhash-dev libpcre2-dev
             libutf8proc-dev libjansson-dev)
-test_pkgs=(python3-torch python3-numpy python3-msgpack nodejs npm gnuplot-nox)
+test_pkgs=(python3-torch python3-numpy python3-msgpack nodejs npm jq gnuplot-nox)
 
 want=("${build_pkgs[@]}")
 [ "${1:-build}" = test ] && want+=("${test_pkgs[@]}")

@@ -39,14 +39,27 @@ void rec_reader_close(struct rec_reader *r)
     r->buf = r->header_bytes = NULL;
 }
 
-void rec_fail(const struct rec_reader *r, const char *fmt, ...)
+// Errors in the record being read (framing) name record nrec + 1; errors found in a record
+// already returned (schema, fields) name record nrec.
+static _Noreturn void fail_at(const struct rec_reader *r, size_t recno, const char *fmt, va_list ap)
 {
     char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    die(EX_DATAERR, "%s: record %zu: %s", r->name, recno, msg);
+}
+
+void rec_fail(const struct rec_reader *r, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    die(EX_DATAERR, "%s: record %zu: %s", r->name, r->nrec + 1, msg);
+    fail_at(r, r->nrec ? r->nrec : 1, fmt, ap);
+}
+
+static _Noreturn __attribute__((format(printf, 2, 3))) void read_fail(const struct rec_reader *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fail_at(r, r->nrec + 1, fmt, ap);
 }
 
 static uint64_t be_uint(const unsigned char *p, int n)
@@ -112,7 +125,7 @@ static int scan_record(struct rec_reader *r)
         if (avail == 0) return 0;
         unsigned b = base[0];
         if (!((b >= 0x80 && b <= 0x8f) || b == 0xde || b == 0xdf))
-            rec_fail(r, "malformed stream: a record must be a msgpack map (first byte 0x%02x)", b);
+            read_fail(r, "malformed stream: a record must be a msgpack map (first byte 0x%02x)", b);
         r->depth = 0, r->stack[0] = 1, r->scan_pos = 0;
     }
     while (r->depth >= 0) {
@@ -121,18 +134,18 @@ static int scan_record(struct rec_reader *r)
         size_t hdr;
         uint64_t payload, items;
         int rc = item_size(base + r->scan_pos, avail - r->scan_pos, &hdr, &payload, &items);
-        if (rc < 0) rec_fail(r, "malformed msgpack (reserved byte 0x%02x at offset %zu)",
+        if (rc < 0) read_fail(r, "malformed msgpack (reserved byte 0x%02x at offset %zu)",
                              base[r->scan_pos], r->scan_pos);
         if (rc == 0) return 0;
         // Sizes come from the input: bound them by the record cap before trusting them. A
         // container of n items needs at least n more bytes, so the same cap bounds counts.
         uint64_t need = (uint64_t)r->scan_pos + hdr + payload + items;
         if (need > r->max_bytes)
-            rec_fail(r, "larger than %zu bytes (a size field claims %llu); see --max-record-bytes",
+            read_fail(r, "larger than %zu bytes (a size field claims %llu); see --max-record-bytes",
                      r->max_bytes, (unsigned long long)need);
         if (items > 0) {
             if (r->depth + 1 >= REC_MAX_DEPTH)
-                rec_fail(r, "containers nested deeper than %d levels", REC_MAX_DEPTH);
+                read_fail(r, "containers nested deeper than %d levels", REC_MAX_DEPTH);
             r->stack[r->depth]--;
             r->stack[++r->depth] = items;
             r->scan_pos += hdr;
@@ -175,7 +188,7 @@ int rec_reader_next(struct rec_reader *r, msgpack_object *out)
             r->eof = true;
             size_t partial = r->len - r->off;
             if (partial > 0)
-                rec_fail(r, "truncated (%zu bytes, then end of input)", partial);
+                read_fail(r, "truncated (%zu bytes, then end of input)", partial);
             return 0;
         }
     }
@@ -183,7 +196,7 @@ int rec_reader_next(struct rec_reader *r, msgpack_object *out)
     msgpack_unpack_return ret = msgpack_unpack_next(&r->unp, r->buf + r->off, reclen, &used);
     if (ret == MSGPACK_UNPACK_NOMEM_ERROR) die(EX_OSERR, "%s: record %zu: out of memory", r->name, r->nrec + 1);
     if (ret != MSGPACK_UNPACK_SUCCESS || used != reclen)
-        rec_fail(r, "malformed msgpack");   // the scanner should have caught it; stay safe
+        read_fail(r, "malformed msgpack");   // the scanner should have caught it; stay safe
     r->off += reclen;
     r->depth = -1;
     r->nrec++;
@@ -488,6 +501,12 @@ void rec_pack_bin(struct rec_writer *w, const void *p, size_t n)
     check(w, msgpack_pack_bin_body(&w->pk, p, n));
 }
 void rec_pack_object(struct rec_writer *w, const msgpack_object *o) { check(w, msgpack_pack_object(&w->pk, *o)); }
+void rec_pack_ext(struct rec_writer *w, int8_t type, const void *p, size_t n)
+{
+    ASSERT(n <= UINT32_MAX);
+    check(w, msgpack_pack_ext(&w->pk, n, type));
+    check(w, msgpack_pack_ext_body(&w->pk, p, n));
+}
 
 void rec_pack_i32_array(struct rec_writer *w, const int32_t *v, size_t n)
 {

@@ -7,7 +7,10 @@
 //   3. an end record {kind:"end", records:<number of data records>}
 // A stream that stops without its end record was cut off and is rejected (exit 65).
 //
-// Reading. rec_reader_open() wraps a FILE*; rec_reader_next() returns the next record as a
+// Reading. rec_reader_open() wraps a FILE* whose descriptor it reads with read(2) (stdio would
+// hold back a pipe's bytes until its buffer fills, stalling a pipeline): the FILE must have a
+// descriptor (not fmemopen) and nothing may have been read from it through stdio before.
+// rec_reader_next() returns the next record as a
 // msgpack_object that is BORROWED: valid until the next call to rec_reader_next() or
 // rec_reader_close(). The reader frames records with its own scanner before msgpack-c sees them,
 // so a corrupt length or count can never make msgpack-c allocate more than a small multiple of
@@ -74,7 +77,8 @@ const msgpack_object *rec_read_header(struct rec_reader *r, const char *const *s
 // Next data record; 0 after a well-formed end record. Exits 65 on a missing end record, a wrong
 // count, a second header, or records after the end.
 int rec_reader_next_data(struct rec_reader *r, msgpack_object *out);
-// Exits 65 with "<stream>: record N: <message>" (for schema errors found by the caller).
+// Exits 65 with "<stream>: record N: <message>" for a schema error in the record last returned
+// (the header is record 1).
 _Noreturn void rec_fail(const struct rec_reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 // ---------------------------------------------------------------------------------------------
@@ -118,7 +122,7 @@ void rec_write_header(struct rec_writer *w, const char *schema, const msgpack_ob
                       int nextra, rec_pack_fn fields, void *ctx);
 // Counts a data record; the caller packs the map itself with rec_pack_*.
 void rec_record_begin(struct rec_writer *w, uint32_t nfields);
-void rec_record_end(struct rec_writer *w);   // flushes when the caller wants a boundary visible
+void rec_record_end(struct rec_writer *w);   // counts it; rec_flush() makes a batch visible downstream
 void rec_write_end(struct rec_writer *w);    // end record + flush
 void rec_flush(struct rec_writer *w);
 
@@ -136,6 +140,7 @@ void rec_pack_bool(struct rec_writer *w, bool v);
 void rec_pack_nil(struct rec_writer *w);
 void rec_pack_bin(struct rec_writer *w, const void *p, size_t n);
 void rec_pack_object(struct rec_writer *w, const msgpack_object *o);
+void rec_pack_ext(struct rec_writer *w, int8_t type, const void *p, size_t n);
 void rec_pack_i32_array(struct rec_writer *w, const int32_t *v, size_t n);
 // Tensor map {dtype, shape, data}: dtype "f32" or "i32", ndim <= 4.
 void rec_pack_f32_tensor(struct rec_writer *w, const float *v, const int64_t *shape, int ndim);
