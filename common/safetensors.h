@@ -65,8 +65,7 @@ struct safetensors {
     size_t nfiles;
     struct safetensors_map *files;
     size_t n;
-    struct safetensors_tensor *tensors;  // all tensors of all files, sorted by name
-    char *names;                         // storage for every name
+    struct safetensors_tensor *tensors;  // all tensors of all files, sorted by name (names owned)
 };
 
 void safetensors_open(struct safetensors *st, const char *path);

@@ -1,0 +1,387 @@
+// lm.c — see lm.h. Layer formulas and their references are in nn.h; this file only wires them.
+#include "lm.h"
+#include "blas.h"
+#include "nn.h"
+#include "util.h"
+
+#include <math.h>
+#include <string.h>
+
+// Pointer to layer l of a per-kind block whose layers hold n floats each; NULL stays NULL
+// (a kind the architecture does not have, or a gradient that is not wanted).
+#define LP(p, l, n) ((p) ? (p) + (size_t)(l) * (size_t)(n) : NULL)
+
+// ---------------------------------------------------------------------------------------------
+// activations
+
+// Carves n floats off the arena cursor (64-byte aligned: 16 floats).
+static float *carve(float **cur, size_t n)
+{
+    float *p = *cur;
+    *cur += (n + 15) & ~(size_t)15;
+    return p;
+}
+
+static size_t layer_floats(const struct model_config *c, size_t N)
+{
+    size_t qd = (size_t)c->NH * c->hs, kd = (size_t)c->NKV * c->hs, pad = 16 * 18;
+    return N * (4 * (size_t)c->C + 3 * qd + 3 * kd + 2 * (size_t)c->NH + (size_t)c->NKV + 2 + 3 * (size_t)c->FF) + pad;
+}
+
+// Backward temporaries: dres, dln (N, C); dact, dgate, dup (N, FF); datt, dq, dqraw (N, NH*hs);
+// dk, dv, dkraw (N, NKV*hs).
+static size_t grad_floats(const struct model_config *c, size_t N)
+{
+    size_t qd = (size_t)c->NH * c->hs, kd = (size_t)c->NKV * c->hs;
+    return N * (2 * (size_t)c->C + 3 * (size_t)c->FF + 3 * qd + 3 * kd) + 16 * 11;
+}
+
+void lm_acts_init(struct lm_acts *a, const struct model_config *cfg, int N_max, int T_max)
+{
+    memset(a, 0, sizeof *a);
+    ASSERT(N_max > 0 && T_max > 0 && T_max <= N_max);
+    a->N_max = N_max, a->T_max = T_max;
+    size_t N = (size_t)N_max, half = (size_t)cfg->hs / 2;
+    a->scratch_size = attention_scratch_size(T_max, blas_threads());
+    size_t total = (size_t)cfg->L * layer_floats(cfg, N) + 2 * N * cfg->C + N + 2 * (size_t)T_max * half
+                   + a->scratch_size + grad_floats(cfg, N) + 16 * 8;
+    a->memory = xmalloc(total * sizeof(float));
+    float *cur = a->memory;
+    a->tokens = xmalloc(N * sizeof(int));
+    a->pos = xmalloc(N * sizeof(int));
+    a->cu_seqlens = xmalloc((N + 1) * sizeof(int));
+    a->layer = xcalloc((size_t)cfg->L, sizeof *a->layer);
+    size_t qd = (size_t)cfg->NH * cfg->hs, kd = (size_t)cfg->NKV * cfg->hs;
+    for (int l = 0; l < cfg->L; l++) {
+        struct lm_layer_acts *la = &a->layer[l];
+        la->x = carve(&cur, N * cfg->C);
+        la->ln1 = carve(&cur, N * cfg->C);
+        la->rstd1 = carve(&cur, N);
+        la->qraw = carve(&cur, N * qd);
+        la->kraw = carve(&cur, N * kd);
+        la->qrstd = carve(&cur, N * cfg->NH);
+        la->krstd = carve(&cur, N * cfg->NKV);
+        la->q = carve(&cur, N * qd);
+        la->k = carve(&cur, N * kd);
+        la->v = carve(&cur, N * kd);
+        la->att = carve(&cur, N * qd);
+        la->lse = carve(&cur, N * cfg->NH);
+        la->xmid = carve(&cur, N * cfg->C);
+        la->ln2 = carve(&cur, N * cfg->C);
+        la->rstd2 = carve(&cur, N);
+        la->gate = carve(&cur, N * cfg->FF);
+        la->up = carve(&cur, N * cfg->FF);
+        la->act = carve(&cur, N * cfg->FF);
+    }
+    a->xL = carve(&cur, N * cfg->C);
+    a->hN = carve(&cur, N * cfg->C);
+    a->rstdN = carve(&cur, N);
+    a->cos_tab = carve(&cur, (size_t)T_max * half);
+    a->sin_tab = carve(&cur, (size_t)T_max * half);
+    a->scratch = carve(&cur, a->scratch_size);
+    a->grad_scratch = carve(&cur, grad_floats(cfg, N));
+    ASSERT((size_t)(cur - a->memory) <= total);
+    float *inv_freq = xmalloc(half * sizeof(float));
+    rope_inv_freq(inv_freq, cfg->hs, (float)cfg->rope_theta);
+    rope_tables(a->cos_tab, a->sin_tab, inv_freq, T_max, cfg->hs);
+    free(inv_freq);
+}
+
+void lm_acts_free(struct lm_acts *a)
+{
+    free(a->memory);
+    free(a->tokens);
+    free(a->pos);
+    free(a->cu_seqlens);
+    free(a->layer);
+    memset(a, 0, sizeof *a);
+}
+
+const float *lm_head_weight(const struct model *m)
+{
+    return m->cfg.tied ? m->params.embed : m->params.lmw;
+}
+
+// ---------------------------------------------------------------------------------------------
+// training forward / backward
+
+static void check_batch(struct lm_acts *a, const int *cu_seqlens, int nseq, int N)
+{
+    if (N > a->N_max) die(EX_DATAERR, "batch of %d tokens exceeds the planned %d", N, a->N_max);
+    ASSERT(nseq >= 1 && cu_seqlens[0] == 0 && cu_seqlens[nseq] == N);
+    for (int s = 0; s < nseq; s++) {
+        int T = cu_seqlens[s + 1] - cu_seqlens[s];
+        ASSERT(T >= 1);
+        if (T > a->T_max) die(EX_DATAERR, "sequence of %d tokens exceeds the maximum length %d", T, a->T_max);
+    }
+}
+
+static void layer_forward(const struct model *m, struct lm_acts *a, int l, float *xout)
+{
+    const struct model_config *c = &m->cfg;
+    const struct model_params *p = &m->params;
+    struct lm_layer_acts *la = &a->layer[l];
+    int N = a->N, C = c->C, hs = c->hs, qd = c->NH * hs, kd = c->NKV * hs, FF = c->FF;
+    float eps = c->rms_norm_eps;
+
+    rmsnorm_forward(la->ln1, la->rstd1, la->x, LP(p->ln1w, l, C), N, C, eps);
+    matmul_forward(la->qraw, la->ln1, LP(p->qw, l, (size_t)qd * C), LP(p->qb, l, qd), N, C, qd);
+    matmul_forward(la->kraw, la->ln1, LP(p->kw, l, (size_t)kd * C), LP(p->kb, l, kd), N, C, kd);
+    matmul_forward(la->v, la->ln1, LP(p->vw, l, (size_t)kd * C), LP(p->vb, l, kd), N, C, kd);
+    const float *qin = la->qraw, *kin = la->kraw;
+    if (c->qk_norm) {   // Qwen3: RMSNorm over each head, before RoPE
+        rmsnorm_forward(la->q, la->qrstd, la->qraw, LP(p->qnw, l, hs), N * c->NH, hs, eps);
+        rmsnorm_forward(la->k, la->krstd, la->kraw, LP(p->knw, l, hs), N * c->NKV, hs, eps);
+        qin = la->q, kin = la->k;
+    }
+    rope_forward(la->q, qin, a->cos_tab, a->sin_tab, a->pos, N, c->NH, hs);
+    rope_forward(la->k, kin, a->cos_tab, a->sin_tab, a->pos, N, c->NKV, hs);
+    attention_forward(la->att, la->lse, la->q, la->k, la->v, a->cu_seqlens, a->nseq, N, c->NH, c->NKV, hs,
+                      a->scratch, a->scratch_size);
+    matmul_forward(la->xmid, la->att, LP(p->ow, l, (size_t)C * qd), LP(p->ob, l, C), N, qd, C);
+    residual_forward(la->xmid, la->xmid, la->x, (size_t)N * C);
+    rmsnorm_forward(la->ln2, la->rstd2, la->xmid, LP(p->ln2w, l, C), N, C, eps);
+    matmul_forward(la->gate, la->ln2, LP(p->gatew, l, (size_t)FF * C), NULL, N, C, FF);
+    matmul_forward(la->up, la->ln2, LP(p->upw, l, (size_t)FF * C), NULL, N, C, FF);
+    swiglu_forward(la->act, la->gate, la->up, N, FF);
+    matmul_forward(xout, la->act, LP(p->downw, l, (size_t)C * FF), NULL, N, FF, C);
+    residual_forward(xout, xout, la->xmid, (size_t)N * C);
+}
+
+const float *lm_forward(const struct model *m, struct lm_acts *a, const int *tokens,
+                        const int *cu_seqlens, int nseq, int N)
+{
+    const struct model_config *c = &m->cfg;
+    check_batch(a, cu_seqlens, nseq, N);
+    a->N = N, a->nseq = nseq;
+    memcpy(a->tokens, tokens, (size_t)N * sizeof(int));
+    memcpy(a->cu_seqlens, cu_seqlens, (size_t)(nseq + 1) * sizeof(int));
+    nn_positions(a->pos, a->cu_seqlens, nseq);
+    embedding_forward(a->layer[0].x, a->tokens, m->params.embed, N, c->C);
+    for (int l = 0; l < c->L; l++)
+        layer_forward(m, a, l, l + 1 < c->L ? a->layer[l + 1].x : a->xL);
+    rmsnorm_forward(a->hN, a->rstdN, a->xL, m->params.normw, N, c->C, c->rms_norm_eps);
+    return a->hN;
+}
+
+struct grad_tmp { float *dres, *dln, *dact, *dgate, *dup, *datt, *dq, *dqraw, *dk, *dv, *dkraw; };
+
+static void grad_tmp_carve(struct grad_tmp *g, struct lm_acts *a, const struct model_config *c)
+{
+    size_t N = (size_t)a->N_max, qd = (size_t)c->NH * c->hs, kd = (size_t)c->NKV * c->hs;
+    float *cur = a->grad_scratch;
+    g->dres = carve(&cur, N * c->C), g->dln = carve(&cur, N * c->C);
+    g->dact = carve(&cur, N * c->FF), g->dgate = carve(&cur, N * c->FF), g->dup = carve(&cur, N * c->FF);
+    g->datt = carve(&cur, N * qd), g->dq = carve(&cur, N * qd), g->dqraw = carve(&cur, N * qd);
+    g->dk = carve(&cur, N * kd), g->dv = carve(&cur, N * kd), g->dkraw = carve(&cur, N * kd);
+}
+
+static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
+
+// On entry g->dres is the gradient of the layer's output; on exit, of its input.
+static void layer_backward(const struct model *m, struct model_params *d, struct lm_acts *a, int l,
+                           struct grad_tmp *g)
+{
+    const struct model_config *c = &m->cfg;
+    const struct model_params *p = &m->params;
+    struct lm_layer_acts *la = &a->layer[l];
+    int N = a->N, C = c->C, hs = c->hs, qd = c->NH * hs, kd = c->NKV * hs, FF = c->FF;
+    size_t NC = (size_t)N * C;
+
+    // xout = xmid + down(act)
+    zero(g->dact, (size_t)N * FF);
+    matmul_backward(g->dact, LP(d->downw, l, (size_t)C * FF), NULL, g->dres, la->act, LP(p->downw, l, (size_t)C * FF), N, FF, C);
+    zero(g->dgate, (size_t)N * FF), zero(g->dup, (size_t)N * FF);
+    swiglu_backward(g->dgate, g->dup, g->dact, la->gate, la->up, N, FF);
+    zero(g->dln, NC);
+    matmul_backward(g->dln, LP(d->gatew, l, (size_t)FF * C), NULL, g->dgate, la->ln2, LP(p->gatew, l, (size_t)FF * C), N, C, FF);
+    matmul_backward(g->dln, LP(d->upw, l, (size_t)FF * C), NULL, g->dup, la->ln2, LP(p->upw, l, (size_t)FF * C), N, C, FF);
+    // xmid feeds the residual and ln2: dres (already d xmid through the residual) += norm path
+    rmsnorm_backward(g->dres, LP(d->ln2w, l, C), g->dln, la->xmid, LP(p->ln2w, l, C), la->rstd2, N, C);
+
+    // xmid = x + o(att)
+    zero(g->datt, (size_t)N * qd);
+    matmul_backward(g->datt, LP(d->ow, l, (size_t)C * qd), LP(d->ob, l, C), g->dres, la->att, LP(p->ow, l, (size_t)C * qd), N, qd, C);
+    zero(g->dq, (size_t)N * qd), zero(g->dk, (size_t)N * kd), zero(g->dv, (size_t)N * kd);
+    attention_backward(g->dq, g->dk, g->dv, g->datt, la->q, la->k, la->v, la->att, la->lse,
+                       a->cu_seqlens, a->nseq, N, c->NH, c->NKV, hs, a->scratch, a->scratch_size);
+    rope_backward(g->dq, g->dq, a->cos_tab, a->sin_tab, a->pos, N, c->NH, hs);   // in place: replaces
+    rope_backward(g->dk, g->dk, a->cos_tab, a->sin_tab, a->pos, N, c->NKV, hs);
+    float *dqraw = g->dq, *dkraw = g->dk;
+    if (c->qk_norm) {
+        zero(g->dqraw, (size_t)N * qd), zero(g->dkraw, (size_t)N * kd);
+        rmsnorm_backward(g->dqraw, LP(d->qnw, l, hs), g->dq, la->qraw, LP(p->qnw, l, hs), la->qrstd, N * c->NH, hs);
+        rmsnorm_backward(g->dkraw, LP(d->knw, l, hs), g->dk, la->kraw, LP(p->knw, l, hs), la->krstd, N * c->NKV, hs);
+        dqraw = g->dqraw, dkraw = g->dkraw;
+    }
+    zero(g->dln, NC);
+    matmul_backward(g->dln, LP(d->qw, l, (size_t)qd * C), LP(d->qb, l, qd), dqraw, la->ln1, LP(p->qw, l, (size_t)qd * C), N, C, qd);
+    matmul_backward(g->dln, LP(d->kw, l, (size_t)kd * C), LP(d->kb, l, kd), dkraw, la->ln1, LP(p->kw, l, (size_t)kd * C), N, C, kd);
+    matmul_backward(g->dln, LP(d->vw, l, (size_t)kd * C), LP(d->vb, l, kd), g->dv, la->ln1, LP(p->vw, l, (size_t)kd * C), N, C, kd);
+    rmsnorm_backward(g->dres, LP(d->ln1w, l, C), g->dln, la->x, LP(p->ln1w, l, C), la->rstd1, N, C);
+}
+
+void lm_backward(const struct model *m, struct model_params *grads, struct lm_acts *a, float *dhN)
+{
+    const struct model_config *c = &m->cfg;
+    struct grad_tmp g;
+    grad_tmp_carve(&g, a, c);
+    zero(g.dres, (size_t)a->N * c->C);
+    rmsnorm_backward(g.dres, grads->normw, dhN, a->xL, m->params.normw, a->rstdN, a->N, c->C);
+    for (int l = c->L - 1; l >= 0; l--) layer_backward(m, grads, a, l, &g);
+    embedding_backward(grads->embed, g.dres, a->tokens, a->N, c->C);
+}
+
+// ---------------------------------------------------------------------------------------------
+// generation
+
+void lm_cache_init(struct lm_cache *c, const struct model_config *cfg, int slots, int T_max)
+{
+    memset(c, 0, sizeof *c);
+    c->slots = slots, c->T_max = T_max;
+    size_t kd = (size_t)cfg->NKV * cfg->hs, qd = (size_t)cfg->NH * cfg->hs, S = (size_t)slots;
+    size_t per = mul_size(mul_size((size_t)cfg->L, S, "kv cache"), mul_size((size_t)T_max, kd, "kv cache"), "kv cache");
+    c->len = xcalloc(S, sizeof(int));
+    c->k = xmalloc(per * sizeof(float));
+    c->v = xmalloc(per * sizeof(float));
+    c->x = xmalloc(S * cfg->C * sizeof(float));
+    c->ln = xmalloc(S * cfg->C * sizeof(float));
+    c->tmp = xmalloc(S * cfg->C * sizeof(float));
+    c->hN = xmalloc(S * cfg->C * sizeof(float));
+    c->rstd = xmalloc(S * cfg->NH * sizeof(float));
+    c->q = xmalloc(S * qd * sizeof(float));
+    c->att = xmalloc(S * qd * sizeof(float));
+    c->kk = xmalloc(S * kd * sizeof(float));
+    c->vv = xmalloc(S * kd * sizeof(float));
+    c->gate = xmalloc(S * cfg->FF * sizeof(float));
+    c->up = xmalloc(S * cfg->FF * sizeof(float));
+    c->scores = xmalloc(S * cfg->NH * (size_t)T_max * sizeof(float));
+    size_t half = (size_t)cfg->hs / 2;
+    c->cos_tab = xmalloc((size_t)T_max * half * sizeof(float));
+    c->sin_tab = xmalloc((size_t)T_max * half * sizeof(float));
+    float *inv_freq = xmalloc(half * sizeof(float));
+    rope_inv_freq(inv_freq, cfg->hs, (float)cfg->rope_theta);
+    rope_tables(c->cos_tab, c->sin_tab, inv_freq, T_max, cfg->hs);
+    free(inv_freq);
+}
+
+void lm_cache_free(struct lm_cache *c)
+{
+    float *bufs[] = {c->k, c->v, c->x, c->ln, c->q, c->kk, c->vv, c->att, c->tmp, c->gate, c->up,
+                     c->hN, c->rstd, c->scores, c->cos_tab, c->sin_tab};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(c->len);
+    memset(c, 0, sizeof *c);
+}
+
+// Keys of layer l, slot s, position t: (L, slots, T_max, NKV*hs).
+static float *cache_at(const struct lm_cache *c, float *base, const struct model_config *cfg, int l, int s, int t)
+{
+    size_t kd = (size_t)cfg->NKV * cfg->hs;
+    return base + (((size_t)l * c->slots + (size_t)s) * c->T_max + (size_t)t) * kd;
+}
+
+const float *lm_prefill(const struct model *m, struct lm_acts *a, struct lm_cache *c,
+                        const int *tokens, const int *cu_seqlens, int nseq, const int *slot)
+{
+    const struct model_config *cfg = &m->cfg;
+    int N = cu_seqlens[nseq];
+    const float *hN = lm_forward(m, a, tokens, cu_seqlens, nseq, N);
+    size_t kd = (size_t)cfg->NKV * cfg->hs;
+    for (int s = 0; s < nseq; s++) {
+        int b = cu_seqlens[s], T = cu_seqlens[s + 1] - b;
+        if (T > c->T_max) die(EX_DATAERR, "prompt of %d tokens exceeds the cache's %d", T, c->T_max);
+        for (int l = 0; l < cfg->L; l++) {
+            memcpy(cache_at(c, c->k, cfg, l, slot[s], 0), a->layer[l].k + (size_t)b * kd, (size_t)T * kd * sizeof(float));
+            memcpy(cache_at(c, c->v, cfg, l, slot[s], 0), a->layer[l].v + (size_t)b * kd, (size_t)T * kd * sizeof(float));
+        }
+        c->len[slot[s]] = T;
+    }
+    return hN;
+}
+
+void lm_cache_copy(struct lm_cache *c, const struct model_config *cfg, int dst, int src)
+{
+    size_t kd = (size_t)cfg->NKV * cfg->hs, n = (size_t)c->len[src] * kd * sizeof(float);
+    for (int l = 0; l < cfg->L; l++) {
+        memcpy(cache_at(c, c->k, cfg, l, dst, 0), cache_at(c, c->k, cfg, l, src, 0), n);
+        memcpy(cache_at(c, c->v, cfg, l, dst, 0), cache_at(c, c->v, cfg, l, src, 0), n);
+    }
+    c->len[dst] = c->len[src];
+}
+
+// One query row per (b, head) against its slot's cached keys 0..pos (the new token included).
+// Same maths as attention_forward: scaled scores, max-subtracted softmax, weighted sum of values.
+static void attention_decode(const struct lm_cache *c, const struct model_config *cfg, int l,
+                             const int *slot, const int *pos, int B)
+{
+    int NH = cfg->NH, hs = cfg->hs, rep = cfg->NH / cfg->NKV;
+    float scale = 1.0f / sqrtf((float)hs);
+    #pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH, kvh = h / rep, T = pos[b] + 1;
+        const float *q = c->q + (size_t)bh * hs;
+        float *sc = c->scores + (size_t)bh * c->T_max, mx = -INFINITY;
+        const float *K = cache_at(c, c->k, cfg, l, slot[b], 0) + (size_t)kvh * hs;
+        const float *V = cache_at(c, c->v, cfg, l, slot[b], 0) + (size_t)kvh * hs;
+        size_t stride = (size_t)cfg->NKV * hs;
+        for (int t = 0; t < T; t++) {
+            float s = 0;
+            for (int i = 0; i < hs; i++) s += q[i] * K[t * stride + i];
+            sc[t] = s * scale;
+            if (sc[t] > mx) mx = sc[t];
+        }
+        double sum = 0;
+        for (int t = 0; t < T; t++) sum += sc[t] = expf(sc[t] - mx);
+        float inv = (float)(1.0 / sum), *out = c->att + (size_t)bh * hs;
+        for (int i = 0; i < hs; i++) out[i] = 0;
+        for (int t = 0; t < T; t++) {
+            float w = sc[t] * inv;
+            for (int i = 0; i < hs; i++) out[i] += w * V[t * stride + i];
+        }
+    }
+}
+
+void lm_decode(const struct model *m, struct lm_cache *c, const int *token, const int *slot, int B,
+               float *logits)
+{
+    const struct model_config *cfg = &m->cfg;
+    const struct model_params *p = &m->params;
+    int C = cfg->C, hs = cfg->hs, qd = cfg->NH * hs, kd = cfg->NKV * hs, FF = cfg->FF;
+    float eps = cfg->rms_norm_eps;
+    ASSERT(B <= c->slots);
+    int pos[B];
+    for (int b = 0; b < B; b++) {
+        pos[b] = c->len[slot[b]];
+        if (pos[b] >= c->T_max) die(EX_DATAERR, "sequence exceeds the cache's %d tokens", c->T_max);
+    }
+    embedding_forward(c->x, token, p->embed, B, C);
+    for (int l = 0; l < cfg->L; l++) {
+        rmsnorm_forward(c->ln, NULL, c->x, LP(p->ln1w, l, C), B, C, eps);
+        matmul_forward(c->q, c->ln, LP(p->qw, l, (size_t)qd * C), LP(p->qb, l, qd), B, C, qd);
+        matmul_forward(c->kk, c->ln, LP(p->kw, l, (size_t)kd * C), LP(p->kb, l, kd), B, C, kd);
+        matmul_forward(c->vv, c->ln, LP(p->vw, l, (size_t)kd * C), LP(p->vb, l, kd), B, C, kd);
+        if (cfg->qk_norm) {
+            rmsnorm_forward(c->q, NULL, c->q, LP(p->qnw, l, hs), B * cfg->NH, hs, eps);
+            rmsnorm_forward(c->kk, NULL, c->kk, LP(p->knw, l, hs), B * cfg->NKV, hs, eps);
+        }
+        rope_forward(c->q, c->q, c->cos_tab, c->sin_tab, pos, B, cfg->NH, hs);
+        rope_forward(c->kk, c->kk, c->cos_tab, c->sin_tab, pos, B, cfg->NKV, hs);
+        for (int b = 0; b < B; b++) {
+            memcpy(cache_at(c, c->k, cfg, l, slot[b], pos[b]), c->kk + (size_t)b * kd, (size_t)kd * sizeof(float));
+            memcpy(cache_at(c, c->v, cfg, l, slot[b], pos[b]), c->vv + (size_t)b * kd, (size_t)kd * sizeof(float));
+        }
+        attention_decode(c, cfg, l, slot, pos, B);
+        matmul_forward(c->tmp, c->att, LP(p->ow, l, (size_t)C * qd), LP(p->ob, l, C), B, qd, C);
+        residual_forward(c->x, c->x, c->tmp, (size_t)B * C);
+        rmsnorm_forward(c->ln, NULL, c->x, LP(p->ln2w, l, C), B, C, eps);
+        matmul_forward(c->gate, c->ln, LP(p->gatew, l, (size_t)FF * C), NULL, B, C, FF);
+        matmul_forward(c->up, c->ln, LP(p->upw, l, (size_t)FF * C), NULL, B, C, FF);
+        swiglu_forward(c->gate, c->gate, c->up, B, FF);
+        matmul_forward(c->tmp, c->gate, LP(p->downw, l, (size_t)C * FF), NULL, B, FF, C);
+        residual_forward(c->x, c->x, c->tmp, (size_t)B * C);
+    }
+    rmsnorm_forward(c->hN, NULL, c->x, p->normw, B, C, eps);
+    matmul_forward(logits, c->hN, lm_head_weight(m), NULL, B, C, cfg->V);
+    for (int b = 0; b < B; b++) c->len[slot[b]]++;
+}
