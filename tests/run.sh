@@ -6,7 +6,9 @@
 set -u
 cd "$(dirname "$0")/.."
 pat=${1:-}
-export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
+# PyTorch's BLAS may be OpenBLAS, which picks slow kernels on AVX-512 VMs unless told (see
+# docs/oracle.md); forcing SkylakeX on a CPU without AVX-512 would crash it, hence the check.
+grep -q avx512f /proc/cpuinfo 2>/dev/null && export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
 total_p=0 total_f=0
 run_one() {
     local name=$1; shift

@@ -5,7 +5,7 @@
 # and sharded.
 . "$(dirname "$0")/../lib.sh"
 PY=/usr/bin/python3
-export OPENBLAS_CORETYPE=SkylakeX
+grep -q avx512f /proc/cpuinfo 2>/dev/null && export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
 REF="$TOP/tests/oracle/ref_model.py"
 LM="$TOP/build/tests/bin/test-lm"
 if ! $PY -c 'import torch' 2>/dev/null; then
