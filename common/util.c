@@ -204,6 +204,23 @@ double now_seconds(void)
 // ---------------------------------------------------------------------------------------------
 // files
 
+FILE *open_input(const char *path, const char **name)
+{
+    if (!path || !strcmp(path, "-")) {
+        *name = "<stdin>";
+        return stdin;
+    }
+    FILE *fp = fopen(path, "rbe");
+    if (!fp) die(EX_NOINPUT, "open %s:", path);
+    *name = path;
+    return fp;
+}
+
+void close_input(FILE *fp)
+{
+    if (fp != stdin) fclose(fp);
+}
+
 char *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rbe");

@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sysexits.h>
 
 extern const char *progname;   // tool name, set by tool_init
@@ -61,6 +62,11 @@ double now_seconds(void);
 // xxh3-64 of a whole file, or exits 66 naming it. Hex form is 16 lowercase digits + NUL.
 uint64_t hash_file(const char *path);
 void hash_hex(uint64_t h, char out[17]);
+
+// Opens a tool's input operand: NULL or "-" is stdin (named "<stdin>"), else the file (exit 66 if
+// it cannot be opened). *name receives the name for messages; close with close_input().
+FILE *open_input(const char *path, const char **name);
+void close_input(FILE *fp);
 
 // Reads a whole file into a NUL-terminated buffer (caller frees); exits 66 if it cannot.
 char *read_file(const char *path, size_t *len);

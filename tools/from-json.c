@@ -164,13 +164,8 @@ int main(int argc, char **argv)
 {
     tool_init(argv[0]);
     struct opts o = parse_args(argc, argv);
-    FILE *fp = stdin;
-    const char *name = "<stdin>";
-    if (o.file && strcmp(o.file, "-") != 0) {
-        fp = fopen(o.file, "rbe");
-        if (!fp) die(EX_NOINPUT, "open %s:", o.file);
-        name = o.file;
-    }
+    const char *name;
+    FILE *fp = open_input(o.file, &name);
     struct jsonl_reader jr;
     jsonl_open(&jr, fp, name, o.max_line);
     struct rec_writer w;
@@ -178,6 +173,6 @@ int main(int argc, char **argv)
     if (o.frame) pack_plain(&jr, &w, &o);
     else pack_framed(&jr, &w, &o);
     jsonl_close(&jr);
-    if (fp != stdin) fclose(fp);
+    close_input(fp);
     tool_exit(0);
 }

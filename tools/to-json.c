@@ -154,18 +154,13 @@ int main(int argc, char **argv)
 {
     tool_init(argv[0]);
     struct opts o = parse_args(argc, argv);
-    FILE *fp = stdin;
-    const char *name = "<stdin>";
-    if (o.file && strcmp(o.file, "-") != 0) {
-        fp = fopen(o.file, "rbe");
-        if (!fp) die(EX_NOINPUT, "open %s:", o.file);
-        name = o.file;
-    }
+    const char *name;
+    FILE *fp = open_input(o.file, &name);
     struct rec_reader r;
     rec_reader_open(&r, fp, name, o.max_bytes);
     if (o.raw) print_raw(&r, &o);
     else print_framed(&r, &o);
     rec_reader_close(&r);
-    if (fp != stdin) fclose(fp);
+    close_input(fp);
     tool_exit(0);
 }
