@@ -208,6 +208,7 @@ static void tiny_model(struct model *m, const char *arch, int tied, int seed)
     if (!strcmp(arch, "qwen3")) json_object_set_new(j, "head_dim", json_integer(8));
     struct model_config cfg;
     model_config_parse(&cfg, j, arch);
+    json_decref(j);                          // the config holds its own reference
     model_init(m, &cfg);
     model_init_random(m, (uint64_t)seed);
     // Random norms and biases too, so that a mistake in their handling shows.
