@@ -1,6 +1,7 @@
 // lm.c — see lm.h. Layer formulas and their references are in nn.h; this file only wires them.
 #include "lm.h"
 #include "blas.h"
+#include "lora.h"
 #include "nn.h"
 #include "util.h"
 
@@ -94,7 +95,68 @@ void lm_acts_free(struct lm_acts *a)
     free(a->pos);
     free(a->cu_seqlens);
     free(a->layer);
+    free(a->lora_t);
+    free(a->lora_dt);
     memset(a, 0, sizeof *a);
+}
+
+// ---------------------------------------------------------------------------------------------
+// LoRA: y(N, out) += scaling·(x·Aᵀ)·Bᵀ on top of the base projection (lora.h)
+
+void lm_acts_set_lora(struct lm_acts *a, const struct lora *lo)
+{
+    free(a->lora_t), free(a->lora_dt);
+    a->lora_t = a->lora_dt = NULL;
+    a->lora = lo;
+    if (!lo) return;
+    size_t per = mul_size((size_t)a->N_max, (size_t)lo->r, "adapter activations");
+    size_t n = mul_size(per, (size_t)lo->L * (size_t)__builtin_popcount(lo->targets), "adapter activations");
+    a->lora_t = xmalloc(n * sizeof(float));
+    a->lora_dt = xmalloc(per * sizeof(float));
+}
+
+// Saved scaling·x·Aᵀ (N_max, r) of (layer l, target t), or NULL if t is not adapted.
+static float *lora_saved(const struct lm_acts *a, int l, enum lora_target t)
+{
+    const struct lora *lo = a->lora;
+    if (!lo || !(lo->targets & (1u << t))) return NULL;
+    size_t nt = (size_t)__builtin_popcount(lo->targets), rank = (size_t)__builtin_popcount(lo->targets & ((1u << t) - 1));
+    return a->lora_t + ((size_t)l * nt + rank) * (size_t)a->N_max * lo->r;
+}
+
+// out(N, OUT) += (scaling·inp·Aᵀ)·Bᵀ, with tsave (N, r) receiving scaling·inp·Aᵀ. A no-op when
+// (l, t) is not adapted (tsave NULL).
+static void lora_forward(const struct lora *lo, int l, enum lora_target t, float *out, const float *inp,
+                         float *tsave, int N)
+{
+    if (!lo || !tsave) return;
+    int r = lo->r, in = lo->in[t], od = lo->out[t];
+    const float *A = lo->params + lora_a_offset(lo, l, t), *B = lo->params + lora_b_offset(lo, l, t);
+    sgemm_rm(false, true, N, r, in, lo->scaling, inp, in, A, in, 0.0f, tsave, r);   // t(N,r) = s·inp·Aᵀ
+    sgemm_rm(false, true, N, od, r, 1.0f, tsave, r, B, r, 1.0f, out, od);           // out += t·Bᵀ
+}
+
+// Backward of lora_forward given dout (N, OUT): dB += doutᵀ·t; dt = scaling·dout·B;
+// dA += dtᵀ·inp; dinp += dt·A. dinp, lgrad may be NULL.
+static void lora_backward(const struct lm_acts *a, float *lgrad, int l, enum lora_target t, float *dinp,
+                          const float *dout, const float *inp, int N)
+{
+    const struct lora *lo = a->lora;
+    const float *ts = lora_saved(a, l, t);
+    if (!ts || (!dinp && !lgrad)) return;
+    int r = lo->r, in = lo->in[t], od = lo->out[t];
+    size_t ao = lora_a_offset(lo, l, t), bo = lora_b_offset(lo, l, t);
+    const float *A = lo->params + ao, *B = lo->params + bo;
+    if (lgrad) sgemm_rm(true, false, od, r, N, 1.0f, dout, od, ts, r, 1.0f, lgrad + bo, r);
+    sgemm_rm(false, false, N, r, od, lo->scaling, dout, od, B, r, 0.0f, a->lora_dt, r);
+    if (lgrad) sgemm_rm(true, false, r, in, N, 1.0f, a->lora_dt, r, inp, in, 1.0f, lgrad + ao, in);
+    if (dinp) sgemm_rm(false, false, N, in, r, 1.0f, a->lora_dt, r, A, in, 1.0f, dinp, in);
+}
+
+static void check_lora(const struct lora *lo, const struct model_config *c)
+{
+    ASSERT(lo->L == c->L && lo->in[LORA_Q] == c->C && lo->out[LORA_Q] == c->NH * c->hs &&
+           lo->out[LORA_K] == c->NKV * c->hs && lo->out[LORA_GATE] == c->FF);
 }
 
 const float *lm_head_weight(const struct model *m)
@@ -125,9 +187,13 @@ static void layer_forward(const struct model *m, struct lm_acts *a, int l, float
     float eps = c->rms_norm_eps;
 
     rmsnorm_forward(la->ln1, la->rstd1, la->x, LP(p->ln1w, l, C), N, C, eps);
+    const struct lora *lo = a->lora;
     matmul_forward(la->qraw, la->ln1, LP(p->qw, l, (size_t)qd * C), LP(p->qb, l, qd), N, C, qd);
+    lora_forward(lo, l, LORA_Q, la->qraw, la->ln1, lora_saved(a, l, LORA_Q), N);
     matmul_forward(la->kraw, la->ln1, LP(p->kw, l, (size_t)kd * C), LP(p->kb, l, kd), N, C, kd);
+    lora_forward(lo, l, LORA_K, la->kraw, la->ln1, lora_saved(a, l, LORA_K), N);
     matmul_forward(la->v, la->ln1, LP(p->vw, l, (size_t)kd * C), LP(p->vb, l, kd), N, C, kd);
+    lora_forward(lo, l, LORA_V, la->v, la->ln1, lora_saved(a, l, LORA_V), N);
     const float *qin = la->qraw, *kin = la->kraw;
     if (c->qk_norm) {   // Qwen3: RMSNorm over each head, before RoPE
         rmsnorm_forward(la->q, la->qrstd, la->qraw, LP(p->qnw, l, hs), N * c->NH, hs, eps);
@@ -139,12 +205,16 @@ static void layer_forward(const struct model *m, struct lm_acts *a, int l, float
     attention_forward(la->att, la->lse, la->q, la->k, la->v, a->cu_seqlens, a->nseq, N, c->NH, c->NKV, hs,
                       a->scratch, a->scratch_size);
     matmul_forward(la->xmid, la->att, LP(p->ow, l, (size_t)C * qd), LP(p->ob, l, C), N, qd, C);
+    lora_forward(lo, l, LORA_O, la->xmid, la->att, lora_saved(a, l, LORA_O), N);
     residual_forward(la->xmid, la->xmid, la->x, (size_t)N * C);
     rmsnorm_forward(la->ln2, la->rstd2, la->xmid, LP(p->ln2w, l, C), N, C, eps);
     matmul_forward(la->gate, la->ln2, LP(p->gatew, l, (size_t)FF * C), NULL, N, C, FF);
+    lora_forward(lo, l, LORA_GATE, la->gate, la->ln2, lora_saved(a, l, LORA_GATE), N);
     matmul_forward(la->up, la->ln2, LP(p->upw, l, (size_t)FF * C), NULL, N, C, FF);
+    lora_forward(lo, l, LORA_UP, la->up, la->ln2, lora_saved(a, l, LORA_UP), N);
     swiglu_forward(la->act, la->gate, la->up, N, FF);
     matmul_forward(xout, la->act, LP(p->downw, l, (size_t)C * FF), NULL, N, FF, C);
+    lora_forward(lo, l, LORA_DOWN, xout, la->act, lora_saved(a, l, LORA_DOWN), N);
     residual_forward(xout, xout, la->xmid, (size_t)N * C);
 }
 
@@ -153,6 +223,7 @@ const float *lm_forward(const struct model *m, struct lm_acts *a, const int *tok
 {
     const struct model_config *c = &m->cfg;
     check_batch(a, cu_seqlens, nseq, N);
+    if (a->lora) check_lora(a->lora, c);
     a->N = N, a->nseq = nseq;
     memcpy(a->tokens, tokens, (size_t)N * sizeof(int));
     memcpy(a->cu_seqlens, cu_seqlens, (size_t)(nseq + 1) * sizeof(int));
@@ -179,8 +250,10 @@ static void grad_tmp_carve(struct grad_tmp *g, struct lm_acts *a, const struct m
 static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
 
 // On entry g->dres is the gradient of the layer's output; on exit, of its input.
-static void layer_backward(const struct model *m, struct model_params *d, struct lm_acts *a, int l,
-                           struct grad_tmp *g)
+// lg: adapter gradients (flat, adapter layout) or NULL. need_dinp: whether the gradient of the
+// layer's input is wanted (not for layer 0 of a frozen model: only the embedding would use it).
+static void layer_backward(const struct model *m, struct model_params *d, float *lg, struct lm_acts *a, int l,
+                           struct grad_tmp *g, int need_dinp)
 {
     const struct model_config *c = &m->cfg;
     const struct model_params *p = &m->params;
@@ -191,17 +264,21 @@ static void layer_backward(const struct model *m, struct model_params *d, struct
     // xout = xmid + down(act)
     zero(g->dact, (size_t)N * FF);
     matmul_backward(g->dact, LP(d->downw, l, (size_t)C * FF), NULL, g->dres, la->act, LP(p->downw, l, (size_t)C * FF), N, FF, C);
+    lora_backward(a, lg, l, LORA_DOWN, g->dact, g->dres, la->act, N);
     zero(g->dgate, (size_t)N * FF), zero(g->dup, (size_t)N * FF);
     swiglu_backward(g->dgate, g->dup, g->dact, la->gate, la->up, N, FF);
     zero(g->dln, NC);
     matmul_backward(g->dln, LP(d->gatew, l, (size_t)FF * C), NULL, g->dgate, la->ln2, LP(p->gatew, l, (size_t)FF * C), N, C, FF);
+    lora_backward(a, lg, l, LORA_GATE, g->dln, g->dgate, la->ln2, N);
     matmul_backward(g->dln, LP(d->upw, l, (size_t)FF * C), NULL, g->dup, la->ln2, LP(p->upw, l, (size_t)FF * C), N, C, FF);
+    lora_backward(a, lg, l, LORA_UP, g->dln, g->dup, la->ln2, N);
     // xmid feeds the residual and ln2: dres (already d xmid through the residual) += norm path
     rmsnorm_backward(g->dres, LP(d->ln2w, l, C), g->dln, la->xmid, LP(p->ln2w, l, C), la->rstd2, N, C);
 
     // xmid = x + o(att)
     zero(g->datt, (size_t)N * qd);
     matmul_backward(g->datt, LP(d->ow, l, (size_t)C * qd), LP(d->ob, l, C), g->dres, la->att, LP(p->ow, l, (size_t)C * qd), N, qd, C);
+    lora_backward(a, lg, l, LORA_O, g->datt, g->dres, la->att, N);
     zero(g->dq, (size_t)N * qd), zero(g->dk, (size_t)N * kd), zero(g->dv, (size_t)N * kd);
     attention_backward(g->dq, g->dk, g->dv, g->datt, la->q, la->k, la->v, la->att, la->lse,
                        a->cu_seqlens, a->nseq, N, c->NH, c->NKV, hs, a->scratch, a->scratch_size);
@@ -214,22 +291,36 @@ static void layer_backward(const struct model *m, struct model_params *d, struct
         rmsnorm_backward(g->dkraw, LP(d->knw, l, hs), g->dk, la->kraw, LP(p->knw, l, hs), la->krstd, N * c->NKV, hs);
         dqraw = g->dqraw, dkraw = g->dkraw;
     }
-    zero(g->dln, NC);
-    matmul_backward(g->dln, LP(d->qw, l, (size_t)qd * C), LP(d->qb, l, qd), dqraw, la->ln1, LP(p->qw, l, (size_t)qd * C), N, C, qd);
-    matmul_backward(g->dln, LP(d->kw, l, (size_t)kd * C), LP(d->kb, l, kd), dkraw, la->ln1, LP(p->kw, l, (size_t)kd * C), N, C, kd);
-    matmul_backward(g->dln, LP(d->vw, l, (size_t)kd * C), LP(d->vb, l, kd), g->dv, la->ln1, LP(p->vw, l, (size_t)kd * C), N, C, kd);
-    rmsnorm_backward(g->dres, LP(d->ln1w, l, C), g->dln, la->x, LP(p->ln1w, l, C), la->rstd1, N, C);
+    // d ln1 feeds only the layer's input gradient and ln1's weight gradient: skip it if neither is wanted
+    float *dln = need_dinp || d->ln1w ? g->dln : NULL;
+    if (dln) zero(dln, NC);
+    matmul_backward(dln, LP(d->qw, l, (size_t)qd * C), LP(d->qb, l, qd), dqraw, la->ln1, LP(p->qw, l, (size_t)qd * C), N, C, qd);
+    lora_backward(a, lg, l, LORA_Q, dln, dqraw, la->ln1, N);
+    matmul_backward(dln, LP(d->kw, l, (size_t)kd * C), LP(d->kb, l, kd), dkraw, la->ln1, LP(p->kw, l, (size_t)kd * C), N, C, kd);
+    lora_backward(a, lg, l, LORA_K, dln, dkraw, la->ln1, N);
+    matmul_backward(dln, LP(d->vw, l, (size_t)kd * C), LP(d->vb, l, kd), g->dv, la->ln1, LP(p->vw, l, (size_t)kd * C), N, C, kd);
+    lora_backward(a, lg, l, LORA_V, dln, g->dv, la->ln1, N);
+    if (dln) rmsnorm_backward(need_dinp ? g->dres : NULL, LP(d->ln1w, l, C), dln, la->x, LP(p->ln1w, l, C), la->rstd1, N, C);
+}
+
+void lm_backward_lora(const struct model *m, struct model_params *grads, float *lora_grads, struct lm_acts *a,
+                      float *dhN)
+{
+    const struct model_config *c = &m->cfg;
+    static const struct model_params frozen;   // all NULL: no base gradient wanted
+    struct model_params *d = grads ? grads : (struct model_params *)&frozen;
+    ASSERT(a->lora || !lora_grads);
+    struct grad_tmp g;
+    grad_tmp_carve(&g, a, c);
+    zero(g.dres, (size_t)a->N * c->C);
+    rmsnorm_backward(g.dres, d->normw, dhN, a->xL, m->params.normw, a->rstdN, a->N, c->C);
+    for (int l = c->L - 1; l >= 0; l--) layer_backward(m, d, lora_grads, a, l, &g, l > 0 || d->embed);
+    if (d->embed) embedding_backward(d->embed, g.dres, a->tokens, a->N, c->C);
 }
 
 void lm_backward(const struct model *m, struct model_params *grads, struct lm_acts *a, float *dhN)
 {
-    const struct model_config *c = &m->cfg;
-    struct grad_tmp g;
-    grad_tmp_carve(&g, a, c);
-    zero(g.dres, (size_t)a->N * c->C);
-    rmsnorm_backward(g.dres, grads->normw, dhN, a->xL, m->params.normw, a->rstdN, a->N, c->C);
-    for (int l = c->L - 1; l >= 0; l--) layer_backward(m, grads, a, l, &g);
-    embedding_backward(grads->embed, g.dres, a->tokens, a->N, c->C);
+    lm_backward_lora(m, grads, NULL, a, dhN);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -271,7 +362,15 @@ void lm_cache_free(struct lm_cache *c)
                      c->hN, c->rstd, c->scores, c->cos_tab, c->sin_tab};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c->len);
+    free(c->lora_t);
     memset(c, 0, sizeof *c);
+}
+
+void lm_cache_set_lora(struct lm_cache *c, const struct lora *lo)
+{
+    free(c->lora_t);
+    c->lora_t = lo ? xmalloc(mul_size((size_t)c->slots, (size_t)lo->r, "adapter scratch") * sizeof(float)) : NULL;
+    c->lora = lo;
 }
 
 // Keys of layer l, slot s, position t: (L, slots, T_max, NKV*hs).
@@ -286,6 +385,7 @@ const float *lm_prefill(const struct model *m, struct lm_acts *a, struct lm_cach
 {
     const struct model_config *cfg = &m->cfg;
     int N = cu_seqlens[nseq];
+    ASSERT(a->lora == c->lora);   // prompt and decoded tokens must see the same model
     const float *hN = lm_forward(m, a, tokens, cu_seqlens, nseq, N);
     size_t kd = (size_t)cfg->NKV * cfg->hs;
     for (int s = 0; s < nseq; s++) {
@@ -342,6 +442,12 @@ static void attention_decode(const struct lm_cache *c, const struct model_config
     }
 }
 
+// lora_forward for the decoder: scratch c->lora_t, nothing saved.
+static void lora_decode(const struct lm_cache *c, int l, enum lora_target t, float *out, const float *inp, int B)
+{
+    if (c->lora && (c->lora->targets & (1u << t))) lora_forward(c->lora, l, t, out, inp, c->lora_t, B);
+}
+
 void lm_decode(const struct model *m, struct lm_cache *c, const int *token, const int *slot, int B,
                float *logits)
 {
@@ -351,6 +457,7 @@ void lm_decode(const struct model *m, struct lm_cache *c, const int *token, cons
     float eps = cfg->rms_norm_eps;
     ASSERT(B <= c->slots);
     int pos[B];
+    if (c->lora) check_lora(c->lora, cfg);
     for (int b = 0; b < B; b++) {
         pos[b] = c->len[slot[b]];
         if (pos[b] >= c->T_max) die(EX_DATAERR, "sequence exceeds the cache's %d tokens", c->T_max);
@@ -359,8 +466,11 @@ void lm_decode(const struct model *m, struct lm_cache *c, const int *token, cons
     for (int l = 0; l < cfg->L; l++) {
         rmsnorm_forward(c->ln, NULL, c->x, LP(p->ln1w, l, C), B, C, eps);
         matmul_forward(c->q, c->ln, LP(p->qw, l, (size_t)qd * C), LP(p->qb, l, qd), B, C, qd);
+        lora_decode(c, l, LORA_Q, c->q, c->ln, B);
         matmul_forward(c->kk, c->ln, LP(p->kw, l, (size_t)kd * C), LP(p->kb, l, kd), B, C, kd);
+        lora_decode(c, l, LORA_K, c->kk, c->ln, B);
         matmul_forward(c->vv, c->ln, LP(p->vw, l, (size_t)kd * C), LP(p->vb, l, kd), B, C, kd);
+        lora_decode(c, l, LORA_V, c->vv, c->ln, B);
         if (cfg->qk_norm) {
             rmsnorm_forward(c->q, NULL, c->q, LP(p->qnw, l, hs), B * cfg->NH, hs, eps);
             rmsnorm_forward(c->kk, NULL, c->kk, LP(p->knw, l, hs), B * cfg->NKV, hs, eps);
@@ -373,12 +483,16 @@ void lm_decode(const struct model *m, struct lm_cache *c, const int *token, cons
         }
         attention_decode(c, cfg, l, slot, pos, B);
         matmul_forward(c->tmp, c->att, LP(p->ow, l, (size_t)C * qd), LP(p->ob, l, C), B, qd, C);
+        lora_decode(c, l, LORA_O, c->tmp, c->att, B);
         residual_forward(c->x, c->x, c->tmp, (size_t)B * C);
         rmsnorm_forward(c->ln, NULL, c->x, LP(p->ln2w, l, C), B, C, eps);
         matmul_forward(c->gate, c->ln, LP(p->gatew, l, (size_t)FF * C), NULL, B, C, FF);
+        lora_decode(c, l, LORA_GATE, c->gate, c->ln, B);
         matmul_forward(c->up, c->ln, LP(p->upw, l, (size_t)FF * C), NULL, B, C, FF);
+        lora_decode(c, l, LORA_UP, c->up, c->ln, B);
         swiglu_forward(c->gate, c->gate, c->up, B, FF);
         matmul_forward(c->tmp, c->gate, LP(p->downw, l, (size_t)C * FF), NULL, B, FF, C);
+        lora_decode(c, l, LORA_DOWN, c->tmp, c->gate, B);
         residual_forward(c->x, c->x, c->tmp, (size_t)B * C);
     }
     rmsnorm_forward(c->hN, NULL, c->x, p->normw, B, C, eps);

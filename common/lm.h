@@ -20,12 +20,29 @@
 // Memory. lm_acts_init() sizes the activation arena for at most N_max tokens per forward and
 // T_max tokens per sequence; a larger batch is a clear error (exit 65), never a silent realloc.
 // All buffers are owned by their struct and released by the matching _free().
+//
+// LoRA (lora.h, docs/lora.md). Adapters are attached, not passed: lm_acts_set_lora(a, lo) makes
+// every lm_forward / lm_prefill through `a` compute each targeted projection as
+// x·Wᵀ (+b) + scaling·(x·Aᵀ)·Bᵀ, and keeps the (N, r) products x·Aᵀ·scaling for the backward;
+// lm_cache_set_lora(c, lo) does the same for lm_decode. With nothing attached (the default after
+// _init) every function computes exactly what it did before adapters existed, so existing callers
+// are unaffected. lm_backward_lora() is lm_backward() plus adapter gradients: it accumulates the
+// gradient of every A and B into lora_grads (a flat buffer in the adapter's layout, zeroed by the
+// caller once per step) and takes grads == NULL to mean "base model frozen": no base gradient is
+// computed (matmul_backward gets NULL weight gradients, so that work is skipped, as is the
+// embedding's), while the gradient flowing back through every projection still includes both the
+// base and the adapter path. lm_backward(m, grads, a, dhN) is lm_backward_lora(m, grads, NULL, a,
+// dhN): with an adapter attached it gives the base gradients of the adapted model.
+// The adapter is borrowed: it must outlive the attachment and not change between a forward and
+// its backward (update it after lm_backward_lora, as one updates weights).
 #ifndef SRLM_LM_H
 #define SRLM_LM_H
 
 #include <stddef.h>
 
 #include "model.h"
+
+struct lora;   // lora.h
 
 struct lm_layer_acts {       // one layer's saved activations, all (N, ...) row-major
     float *x;                // (N, C)       layer input (residual stream)
@@ -63,6 +80,10 @@ struct lm_acts {
     size_t scratch_size;
     float *grad_scratch;     // backward temporaries, see lm.c
     float *memory;           // owns all float buffers above
+    // LoRA (NULL unless lm_acts_set_lora attached an adapter)
+    const struct lora *lora; // borrowed
+    float *lora_t;           // (L, adapted targets, N_max, r) scaling·x·Aᵀ per adapted projection
+    float *lora_dt;          // (N_max, r) backward temporary
 };
 
 void lm_acts_init(struct lm_acts *a, const struct model_config *cfg, int N_max, int T_max);
@@ -72,6 +93,14 @@ const float *lm_forward(const struct model *m, struct lm_acts *a, const int *tok
                         const int *cu_seqlens, int nseq, int N);
 // dhN (N, C): gradient of the loss with respect to hN. It is consumed (used as scratch).
 void lm_backward(const struct model *m, struct model_params *grads, struct lm_acts *a, float *dhN);
+// Attaches adapter lo (made for this model's config) to a, or detaches with NULL. Allocates the
+// adapter activations for N_max tokens (small: L·targets·N_max·r floats).
+void lm_acts_set_lora(struct lm_acts *a, const struct lora *lo);
+// lm_backward plus adapter gradients (see the top of this file). grads may be NULL (frozen base);
+// lora_grads may be NULL (no adapter gradients) and is required to be NULL when no adapter is
+// attached. Accumulates (+=) into both.
+void lm_backward_lora(const struct model *m, struct model_params *grads, float *lora_grads, struct lm_acts *a,
+                      float *dhN);
 // The output projection (lm_head, or the embedding when tied).
 const float *lm_head_weight(const struct model *m);
 
@@ -85,6 +114,8 @@ struct lm_cache {
     // decode scratch for up to `slots` rows
     float *x, *ln, *q, *kk, *vv, *att, *tmp, *gate, *up, *hN, *rstd, *scores;
     float *cos_tab, *sin_tab;
+    const struct lora *lora; // borrowed; NULL unless lm_cache_set_lora
+    float *lora_t;           // (slots, r) decode scratch
 };
 
 void lm_cache_init(struct lm_cache *c, const struct model_config *cfg, int slots, int T_max);
@@ -93,6 +124,9 @@ void lm_cache_free(struct lm_cache *c);
 // keys/values in slot[s] (its length becomes the prompt's). Returns hN of the prompts (N, C).
 const float *lm_prefill(const struct model *m, struct lm_acts *a, struct lm_cache *c,
                         const int *tokens, const int *cu_seqlens, int nseq, const int *slot);
+// Attaches adapter lo to the decoder (NULL detaches). lm_prefill requires the acts it runs on to
+// carry the same adapter (ASSERTed), so prompt keys/values and decoded ones come from one model.
+void lm_cache_set_lora(struct lm_cache *c, const struct lora *lo);
 void lm_cache_copy(struct lm_cache *c, const struct model_config *cfg, int dst, int src);
 // Appends token[b] to slot[b] for b < B (slots distinct) and writes the next-token logits (B, V).
 void lm_decode(const struct model *m, struct lm_cache *c, const int *token, const int *slot, int B,
