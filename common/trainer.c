@@ -1,0 +1,588 @@
+// trainer.c — see trainer.h.
+#include "trainer.h"
+#include "blas.h"
+#include "lora.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+// ---------------------------------------------------------------------------------------------
+// options
+
+void trainer_options_default(struct trainer_options *o)
+{
+    *o = (struct trainer_options){
+        .lr = 1e-5, .min_lr = 0.0, .schedule = LR_CONSTANT, .beta1 = 0.9, .beta2 = 0.999,
+        .eps = 1e-8, .clip = 1.0, .seed = 1337, .save_dtype = SAFETENSORS_F32,
+        .max_record_bytes = REC_DEFAULT_MAX_BYTES, .lora_targets = "all",
+    };
+}
+
+int trainer_parse_option(struct trainer_options *o, int c, const char *arg)
+{
+    switch (c) {
+    case 'q': log_level = LOG_LEVEL_WARN; return 1;
+    case 'v': log_level = LOG_LEVEL_DEBUG; return 1;
+    case TRAINER_O_MODEL: o->model_dir = arg; return 1;
+    case TRAINER_O_OUT: o->out_dir = arg; return 1;
+    case TRAINER_O_LR: o->lr = parse_float(arg, 0, 10, "--lr"); return 1;
+    case TRAINER_O_MIN_LR: o->min_lr = parse_float(arg, 0, 10, "--min-lr"); return 1;
+    case TRAINER_O_SCHEDULE: {
+        int s = lr_schedule_parse(arg);
+        if (s < 0) usage_error("--schedule: \"%s\" is not constant, linear or cosine", arg);
+        o->schedule = (enum lr_schedule)s;
+        return 1;
+    }
+    case TRAINER_O_WARMUP: o->warmup = (long)parse_int(arg, 0, LONG_MAX / 2, "--warmup"); return 1;
+    case TRAINER_O_STEPS: o->steps = (long)parse_int(arg, 1, LONG_MAX / 2, "--steps"); return 1;
+    case TRAINER_O_WD: o->weight_decay = parse_float(arg, 0, 10, "--weight-decay"); return 1;
+    case TRAINER_O_BETA1: o->beta1 = parse_float(arg, 0, 0.999999, "--beta1"); return 1;
+    case TRAINER_O_BETA2: o->beta2 = parse_float(arg, 0, 0.99999999, "--beta2"); return 1;
+    case TRAINER_O_EPS: o->eps = parse_float(arg, 1e-30, 1, "--eps"); return 1;
+    case TRAINER_O_CLIP: o->clip = parse_float(arg, 0, 1e12, "--clip"); return 1;
+    case TRAINER_O_SAVE_EVERY: o->save_every = (long)parse_int(arg, 0, LONG_MAX / 2, "--save-every"); return 1;
+    case TRAINER_O_RESUME: o->resume = true; return 1;
+    case TRAINER_O_SEED: o->seed = (uint64_t)parse_int(arg, 0, LLONG_MAX, "--seed"); return 1;
+    case TRAINER_O_THREADS: o->threads = (int)parse_int(arg, 1, 1024, "--threads"); return 1;
+    case TRAINER_O_SAVE_DTYPE:
+        if (!strcmp(arg, "f32")) o->save_dtype = SAFETENSORS_F32;
+        else if (!strcmp(arg, "bf16")) o->save_dtype = SAFETENSORS_BF16;
+        else usage_error("--save-dtype: \"%s\" is not f32 or bf16", arg);
+        return 1;
+    case TRAINER_O_MAX_RECORD_BYTES:
+        o->max_record_bytes = parse_size(arg, 1024, (size_t)1 << 32, "--max-record-bytes");
+        return 1;
+    case TRAINER_O_LORA_RANK: o->lora_rank = (int)parse_int(arg, 0, 65536, "--lora-rank"); return 1;
+    case TRAINER_O_LORA_ALPHA: o->lora_alpha = parse_float(arg, 1e-6, 1e6, "--lora-alpha"); return 1;
+    case TRAINER_O_LORA_TARGETS: o->lora_targets = arg; return 1;
+    }
+    return 0;
+}
+
+void trainer_options_check(const struct trainer_options *o)
+{
+    if (!o->model_dir) usage_error("--model DIR is required");
+    if (!o->out_dir) usage_error("--out DIR is required");
+    if (o->min_lr > o->lr) usage_error("--min-lr %g exceeds --lr %g", o->min_lr, o->lr);
+    if (o->steps && o->warmup > o->steps) usage_error("--warmup %ld exceeds --steps %ld", o->warmup, o->steps);
+    if (o->lora_rank == 0 && (o->lora_alpha != 0 || strcmp(o->lora_targets, "all")))
+        usage_error("--lora-alpha and --lora-targets need --lora-rank");
+}
+
+void trainer_usage(FILE *f)
+{
+    fprintf(f,
+        "common training options:\n"
+        "      --model DIR          model to train (Hugging Face directory; required)\n"
+        "      --out DIR            checkpoint directory (created; required)\n"
+        "      --lr X               peak learning rate (default 1e-5)\n"
+        "      --min-lr X           learning rate at the end of linear/cosine decay (default 0)\n"
+        "      --schedule S         constant (default) | linear | cosine\n"
+        "      --warmup N           linear warm-up steps from 0 (default 0)\n"
+        "      --steps N            optimizer steps (default: until the input ends; linear and\n"
+        "                           cosine need it when it cannot be counted in advance)\n"
+        "      --weight-decay X     AdamW decoupled decay on matrices; biases and norm weights\n"
+        "                           never decay (as transformers' Trainer) (default 0)\n"
+        "      --beta1 X --beta2 X --eps X   AdamW (default 0.9, 0.999, 1e-8)\n"
+        "      --clip X             max global gradient norm, 0 = off (default 1)\n"
+        "      --save-every N       checkpoint every N steps (default 0: at the end only)\n"
+        "      --resume             continue the run checkpointed in --out (exactly)\n"
+        "      --seed N             seed (default 1337)\n"
+        "      --threads N          threads for everything (default BLIS_NUM_THREADS or 1)\n"
+        "      --save-dtype T       f32 (default) | bf16 weights on disk (master weights stay f32)\n"
+        "      --max-record-bytes N largest input record (default 64M)\n"
+        "      --lora-rank R        train a LoRA adapter of rank R instead of every weight\n"
+        "      --lora-alpha X       LoRA alpha (default 2R); scaling = alpha / R\n"
+        "      --lora-targets LIST  q,k,v,o,gate,up,down | attn | mlp | all (default all)\n"
+        "  -q, -v                   quieter (no progress lines), more verbose\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// files
+
+static char *path_cat(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = xmalloc(n);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static bool file_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+// mkdir -p, then proves the directory writable by creating and removing a file, so a run that
+// could never save fails now (exit 73) rather than after hours of training.
+static void out_dir_prepare(const char *dir)
+{
+    char *p = xstrdup(dir);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = '\0';
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) die(EX_CANTCREAT, "create %s:", p);
+        *s = '/';
+    }
+    if (mkdir(p, 0777) != 0 && errno != EEXIST) die(EX_CANTCREAT, "create %s:", p);
+    struct stat sb;
+    if (stat(p, &sb) != 0 || !S_ISDIR(sb.st_mode)) die(EX_CANTCREAT, "create %s: not a directory", p);
+    char probe[64];
+    snprintf(probe, sizeof probe, ".srlm-probe.%ld", (long)getpid());
+    char *path = path_cat(p, probe);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0) die(EX_CANTCREAT, "create %s:", path);
+    close(fd);
+    unlink(path);
+    free(path);
+    free(p);
+}
+
+static char *state_dir(const char *out, long step)
+{
+    char name[48];
+    snprintf(name, sizeof name, "state-%ld", step);
+    return path_cat(out, name);
+}
+
+// Removes DIR/state-* except state-<keep> (files inside, then the directory). Best effort: a
+// leftover directory is harmless (resume reads the one matching the model's step).
+static void remove_other_states(const char *out, long keep)
+{
+    DIR *d = opendir(out);
+    if (!d) return;
+    struct dirent *e;
+    char keepname[48];
+    snprintf(keepname, sizeof keepname, "state-%ld", keep);
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "state-", 6) || !strcmp(e->d_name, keepname)) continue;
+        char *sd = path_cat(out, e->d_name);
+        DIR *sdir = opendir(sd);
+        if (sdir) {
+            struct dirent *f;
+            while ((f = readdir(sdir)))
+                if (strcmp(f->d_name, ".") && strcmp(f->d_name, "..")) {
+                    char *fp = path_cat(sd, f->d_name);
+                    unlink(fp);
+                    free(fp);
+                }
+            closedir(sdir);
+            rmdir(sd);
+        }
+        free(sd);
+    }
+    closedir(d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// init
+
+static json_t *load_json(const char *path)
+{
+    json_error_t err;
+    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
+    if (!j) die(EX_DATAERR, "%s: %s", path, err.text);
+    return j;
+}
+
+// The checkpoint step in DIR (of its model, or of its adapter with LoRA), or -1 when DIR holds no
+// srlm checkpoint.
+static long checkpoint_step(const char *out, bool lora)
+{
+    const char *file = lora ? "adapter_model.safetensors" : "model.safetensors";
+    char *mp = path_cat(out, file);
+    bool has = file_exists(mp);
+    free(mp);
+    if (!has) return -1;
+    struct safetensors st;
+    char *p = path_cat(out, file);
+    safetensors_open(&st, p);
+    const char *s = safetensors_metadata(&st, "srlm_step");
+    long step = -1;
+    if (s) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(s, &end, 10);
+        if (errno || *end || v < 0) die(EX_DATAERR, "%s: metadata srlm_step \"%s\" is not a step", p, s);
+        step = (long)v;
+    }
+    safetensors_close(&st);
+    free(p);
+    return step;
+}
+
+static int state_bufs(struct trainer *t, struct model_state_buf *bufs, bool master)
+{
+    int n = 0;
+    bufs[n++] = (struct model_state_buf){"exp_avg", t->m1};
+    bufs[n++] = (struct model_state_buf){"exp_avg_sq", t->m2};
+    if (master) bufs[n++] = (struct model_state_buf){"params", t->params};
+    return n;
+}
+
+static void resume_state(struct trainer *t, long step)
+{
+    char *sd = state_dir(t->opt.out_dir, step), *tsp = path_cat(sd, "trainer_state.json");
+    if (!file_exists(tsp))
+        die(EX_DATAERR, "%s: checkpoint of step %ld has no run state (%s missing); cannot resume",
+            t->opt.out_dir, step, tsp);
+    json_t *peek = load_json(tsp);
+    bool master = json_is_true(json_object_get(peek, "master_weights"));
+    json_decref(peek);
+    struct model_state_buf bufs[3];
+    int nb = state_bufs(t, bufs, master);
+    json_t *st = t->lora ? lora_state_load(sd, t->lora, bufs, nb, step)
+                         : model_state_load(sd, &t->model.cfg, bufs, nb, step);
+    json_t *v;
+    if ((v = json_object_get(st, "data_pos")) && json_is_integer(v)) t->data_pos = json_integer_value(v);
+    if ((v = json_object_get(st, "epoch")) && json_is_integer(v)) t->epoch = (long)json_integer_value(v);
+    if ((v = json_object_get(st, "seed")) && json_is_integer(v) &&
+        (uint64_t)json_integer_value(v) != t->opt.seed) {
+        log_warn("--resume: the run used --seed %lld; continuing with it", (long long)json_integer_value(v));
+        t->opt.seed = (uint64_t)json_integer_value(v);
+    }
+    if ((v = json_object_get(st, "tool_state")) && json_is_object(v)) {
+        json_decref(t->tool_state);
+        t->tool_state = json_incref(v);
+    }
+    json_decref(st);
+    free(tsp);
+    free(sd);
+}
+
+// The adapter of a LoRA run: loaded from a checkpoint in --out (ck >= 0), else new.
+static void lora_setup(struct trainer *t, long ck)
+{
+    const struct trainer_options *o = &t->opt;
+    struct lora_config lc = {.r = o->lora_rank, .alpha = o->lora_alpha ? o->lora_alpha : 2.0 * o->lora_rank,
+                             .base_model = o->model_dir};
+    if (lora_targets_parse(o->lora_targets, &lc.targets) != 0)
+        usage_error("--lora-targets: \"%s\" is not a list of q,k,v,o,gate,up,down (or attn, mlp, all)", o->lora_targets);
+    t->lora = xcalloc(1, sizeof *t->lora);
+    if (ck >= 0) {
+        lora_load(t->lora, &t->model.cfg, o->out_dir);
+        if (t->lora->r != lc.r || t->lora->targets != lc.targets)
+            die(EX_USAGE, "--resume: the adapter in %s has rank %d and other targets than --lora-rank %d "
+                "--lora-targets %s", o->out_dir, t->lora->r, lc.r, o->lora_targets);
+    } else {
+        lora_init(t->lora, &t->model.cfg, &lc);
+        lora_init_random(t->lora, o->seed);
+    }
+    t->params = t->lora->params;
+    t->nparams = t->lora->num_params;
+    t->grad_memory = lora_alloc_buffer(t->lora);
+    t->m1 = lora_alloc_buffer(t->lora);
+    t->m2 = lora_alloc_buffer(t->lora);
+    t->loss_grads = &t->frozen;   // all NULL: no base gradient, not even lm_head's
+}
+
+void trainer_init(struct trainer *t, const struct trainer_options *o)
+{
+    memset(t, 0, sizeof *t);
+    t->opt = *o;
+    t->saved_step = -1;
+    t->tool_state = json_object();
+    blas_init(o->threads);
+    out_dir_prepare(o->out_dir);
+
+    char *tok = path_cat(o->model_dir, "tokenizer.json");
+    if (file_exists(tok)) {
+        t->tok_hash = hash_file(tok);
+        t->has_tok_hash = true;
+        t->tok_vocab = model_tokenizer_vocab_size(tok);
+    }
+    free(tok);
+
+    bool lora = o->lora_rank > 0;
+    long ck = o->resume ? checkpoint_step(o->out_dir, lora) : -1;
+    if (o->resume && ck < 0) log_info("--resume: no checkpoint in %s; starting from %s", o->out_dir, o->model_dir);
+    // With LoRA the base model is always --model (frozen); the checkpoint holds the adapter.
+    model_load(&t->model, ck >= 0 && !lora ? o->out_dir : o->model_dir);
+    if (lora) {
+        lora_setup(t, ck);
+    } else {
+        t->params = t->model.params_memory;
+        t->nparams = t->model.cfg.num_params;
+        t->grad_memory = model_alloc_buffer(&t->model.cfg);
+        t->m1 = model_alloc_buffer(&t->model.cfg);
+        t->m2 = model_alloc_buffer(&t->model.cfg);
+        model_params_attach(&t->grads, &t->model.cfg, t->grad_memory);
+        t->loss_grads = &t->grads;
+    }
+    if (ck >= 0) {
+        resume_state(t, ck);
+        t->step = ck;
+        t->saved_step = ck;
+        log_info("resuming %s from step %ld (%lld records consumed)", o->out_dir, ck, t->data_pos);
+    }
+    t->start_step = t->step;
+    if (t->opt.schedule != LR_CONSTANT && t->opt.steps == 0)
+        usage_error("--schedule %s needs --steps", t->opt.schedule == LR_LINEAR ? "linear" : "cosine");
+    if (t->opt.steps && t->opt.warmup > t->opt.steps)
+        usage_error("--warmup %ld exceeds --steps %ld", t->opt.warmup, t->opt.steps);
+    t->start_hash = trainer_hash(t);
+    t->base_hash = model_hash(&t->model);
+}
+
+uint64_t trainer_hash(const struct trainer *t)
+{
+    return t->lora ? lora_hash(t->lora) : model_hash(&t->model);
+}
+
+void trainer_acts_init(struct trainer *t, struct lm_acts *a, int N_max, int T_max)
+{
+    lm_acts_init(a, &t->model.cfg, N_max, T_max);
+    if (t->lora) lm_acts_set_lora(a, t->lora);
+}
+
+void trainer_backward(struct trainer *t, struct lm_acts *a, float *dhN)
+{
+    if (t->lora) lm_backward_lora(&t->model, NULL, t->grad_memory, a, dhN);
+    else lm_backward(&t->model, &t->grads, a, dhN);
+}
+
+// ---------------------------------------------------------------------------------------------
+// output
+
+static void hex(struct rec_writer *w, uint64_t h)
+{
+    char s[17];
+    hash_hex(h, s);
+    rec_pack_str(w, s);
+}
+
+static const char *dtype_name(enum safetensors_dtype d)
+{
+    return d == SAFETENSORS_BF16 ? "bf16" : "f32";
+}
+
+static const char *schedule_name(enum lr_schedule s)
+{
+    return s == LR_LINEAR ? "linear" : s == LR_COSINE ? "cosine" : "constant";
+}
+
+struct header_ctx {
+    struct trainer *t;
+    int ntool;
+    rec_pack_fn tool_opts;
+    void *ctx;
+};
+
+#define TRAINER_NOPTS 21
+
+static void pack_header(struct rec_writer *w, void *vctx)
+{
+    struct header_ctx *h = vctx;
+    struct trainer *t = h->t;
+    const struct trainer_options *o = &t->opt;
+    rec_pack_key(w, "model_xxh3"); hex(w, t->base_hash);
+    if (t->lora) { rec_pack_key(w, "adapter_xxh3"); hex(w, t->start_hash); }
+    rec_pack_key(w, "tokenizer_xxh3");
+    if (t->has_tok_hash) hex(w, t->tok_hash); else rec_pack_nil(w);
+    rec_pack_key(w, "vocab_size"); rec_pack_int(w, t->model.cfg.V);
+    rec_pack_key(w, "seed"); rec_pack_uint(w, o->seed);
+    rec_pack_key(w, "resumed_from"); rec_pack_int(w, t->start_step);
+    rec_pack_key(w, "options");
+    rec_pack_map(w, (uint32_t)(TRAINER_NOPTS + h->ntool));
+    rec_pack_key(w, "model"); rec_pack_str(w, o->model_dir);
+    rec_pack_key(w, "out"); rec_pack_str(w, o->out_dir);
+    rec_pack_key(w, "lr"); rec_pack_double(w, o->lr);
+    rec_pack_key(w, "min_lr"); rec_pack_double(w, o->min_lr);
+    rec_pack_key(w, "schedule"); rec_pack_str(w, schedule_name(o->schedule));
+    rec_pack_key(w, "warmup"); rec_pack_int(w, o->warmup);
+    rec_pack_key(w, "steps"); rec_pack_int(w, o->steps);
+    rec_pack_key(w, "weight_decay"); rec_pack_double(w, o->weight_decay);
+    rec_pack_key(w, "beta1"); rec_pack_double(w, o->beta1);
+    rec_pack_key(w, "beta2"); rec_pack_double(w, o->beta2);
+    rec_pack_key(w, "eps"); rec_pack_double(w, o->eps);
+    rec_pack_key(w, "clip"); rec_pack_double(w, o->clip);
+    rec_pack_key(w, "save_every"); rec_pack_int(w, o->save_every);
+    rec_pack_key(w, "resume"); rec_pack_bool(w, o->resume);
+    rec_pack_key(w, "seed"); rec_pack_uint(w, o->seed);
+    rec_pack_key(w, "threads"); rec_pack_int(w, blas_threads());
+    rec_pack_key(w, "save_dtype"); rec_pack_str(w, dtype_name(o->save_dtype));
+    rec_pack_key(w, "max_record_bytes"); rec_pack_uint(w, o->max_record_bytes);
+    rec_pack_key(w, "lora_rank"); rec_pack_int(w, o->lora_rank);
+    rec_pack_key(w, "lora_alpha"); rec_pack_double(w, o->lora_alpha ? o->lora_alpha : 2.0 * o->lora_rank);
+    rec_pack_key(w, "lora_targets"); rec_pack_str(w, o->lora_rank ? o->lora_targets : "");
+    if (h->tool_opts) h->tool_opts(w, h->ctx);
+}
+
+void trainer_begin(struct trainer *t, struct rec_writer *w, const msgpack_object *upstream,
+                   int ntool, rec_pack_fn tool_opts, void *ctx)
+{
+    t->w = w;
+    struct header_ctx h = {t, ntool, tool_opts, ctx};
+    rec_write_header(w, "srlm.metrics", upstream, t->lora ? 7 : 6, pack_header, &h);
+    rec_flush(w);
+    t->t_start = t->t_last = now_seconds();
+}
+
+// ---------------------------------------------------------------------------------------------
+// the optimizer step
+
+// Weight decay applies to matrices only: transformers' Trainer.get_decay_parameter_names leaves
+// out every "bias" and every norm weight (names matching layernorm / norm / _norm).
+static bool kind_decays(enum model_kind k)
+{
+    switch (k) {
+    case MODEL_QB: case MODEL_KB: case MODEL_VB: case MODEL_OB:
+    case MODEL_QNW: case MODEL_KNW: case MODEL_LN1W: case MODEL_LN2W: case MODEL_NORMW:
+        return false;
+    default:
+        return true;
+    }
+}
+
+static void adamw_groups(struct trainer *t, double lr, long step)
+{
+    const struct model_config *c = &t->model.cfg;
+    struct adamw_config ac = {.lr = lr, .beta1 = t->opt.beta1, .beta2 = t->opt.beta2, .eps = t->opt.eps};
+    if (t->lora) {   // A and B are all matrices: one group, decayed (lora.h)
+        ac.weight_decay = t->opt.weight_decay;
+        adamw_update(t->params, t->grad_memory, t->m1, t->m2, t->nparams, &ac, lr, step);
+        return;
+    }
+    for (int k = 0; k < MODEL_NKIND; k++) {
+        size_t n = c->kind_size[k], off = c->kind_offset[k];
+        if (!n) continue;
+        ac.weight_decay = kind_decays((enum model_kind)k) ? t->opt.weight_decay : 0.0;
+        adamw_update(t->params + off, t->grad_memory + off, t->m1 + off, t->m2 + off, n, &ac, lr, step);
+    }
+}
+
+bool trainer_done(const struct trainer *t)
+{
+    return t->opt.steps && t->step >= t->opt.steps;
+}
+
+int trainer_step(struct trainer *t, const struct trainer_metrics *m)
+{
+    long s = t->step + 1;
+    const float *g = t->grad_memory;
+    double gn = grad_norm(&g, &t->nparams, 1);
+    if (!isfinite(m->loss) || !isfinite(gn))
+        die(EX_SOFTWARE, "step %ld: non-finite loss (loss=%g, grad_norm=%g); no checkpoint written "
+            "(the last one, if any, is intact)", s, m->loss, gn);
+    scale_buffer(t->grad_memory, t->nparams, clip_scale(gn, t->opt.clip));
+    double lr = lr_at(t->opt.schedule, t->opt.lr, t->opt.min_lr, s, t->opt.warmup, t->opt.steps);
+    adamw_groups(t, lr, s);
+    memset(t->grad_memory, 0, t->nparams * sizeof(float));
+    t->step = s;
+    t->tokens_total += m->tokens;
+
+    double now = now_seconds(), dt = now - t->t_last;
+    double tps = dt > 0 ? (double)m->tokens / dt : 0.0;
+    struct rec_writer *w = t->w;
+    rec_record_begin(w, (uint32_t)(9 + m->nextra));
+    rec_pack_key(w, "kind"); rec_pack_str(w, "metrics");
+    rec_pack_key(w, "step"); rec_pack_int(w, s);
+    rec_pack_key(w, "loss"); rec_pack_double(w, m->loss);
+    rec_pack_key(w, "lr"); rec_pack_double(w, lr);
+    rec_pack_key(w, "grad_norm"); rec_pack_double(w, gn);
+    rec_pack_key(w, "tokens"); rec_pack_int(w, m->tokens);
+    rec_pack_key(w, "tokens_per_s"); rec_pack_double(w, tps);
+    rec_pack_key(w, "epoch"); rec_pack_int(w, t->epoch);
+    rec_pack_key(w, "elapsed_s"); rec_pack_double(w, now - t->t_start);
+    if (m->extra) m->extra(w, m->ctx);
+    rec_record_end(w);
+    rec_flush(w);
+    char total[32] = "";
+    if (t->opt.steps) snprintf(total, sizeof total, "/%ld", t->opt.steps);
+    log_info("step=%ld%s loss=%.4f lr=%.1e tok/s=%.0f%s%s", s, total, m->loss, lr, tps,
+             m->progress ? " " : "", m->progress ? m->progress : "");
+
+    if ((t->opt.save_every > 0 && s % t->opt.save_every == 0) || (t->opt.steps && s == t->opt.steps))
+        trainer_checkpoint(t);
+    t->t_last = now_seconds();
+    return !(t->opt.steps && s >= t->opt.steps);
+}
+
+// ---------------------------------------------------------------------------------------------
+// checkpoints
+
+// model_xxh3 of the weights as a loader of the checkpoint sees them (rounded for bf16). The
+// gradient buffer (zero between steps) holds the f32 weights meanwhile.
+static uint64_t saved_hash(struct trainer *t)
+{
+    if (t->opt.save_dtype == SAFETENSORS_F32) return trainer_hash(t);
+    memcpy(t->grad_memory, t->params, t->nparams * sizeof(float));
+    if (t->lora)
+        for (size_t i = 0; i < t->nparams; i++) t->params[i] = bf16_to_f32(f32_to_bf16(t->params[i]));
+    else
+        model_round(&t->model, t->opt.save_dtype);
+    uint64_t h = trainer_hash(t);
+    memcpy(t->params, t->grad_memory, t->nparams * sizeof(float));
+    memset(t->grad_memory, 0, t->nparams * sizeof(float));
+    return h;
+}
+
+void trainer_checkpoint(struct trainer *t)
+{
+    const struct trainer_options *o = &t->opt;
+    bool master = o->save_dtype != SAFETENSORS_F32;
+    struct model_state_buf bufs[3];
+    int nb = state_bufs(t, bufs, master);
+    json_t *st = json_object();
+    json_object_set_new(st, "tool", json_string(progname));
+    json_object_set_new(st, "data_pos", json_integer(t->data_pos));
+    json_object_set_new(st, "epoch", json_integer(t->epoch));
+    json_object_set_new(st, "seed", json_integer((json_int_t)o->seed));
+    json_object_set_new(st, "master_weights", json_boolean(master));
+    json_object_set_new(st, "lr", json_real(lr_at(o->schedule, o->lr, o->min_lr, t->step > 0 ? t->step : 1,
+                                                  o->warmup, o->steps)));
+    json_object_set(st, "tool_state", t->tool_state);
+    char *sd = state_dir(o->out_dir, t->step);
+    if (t->lora) lora_state_save(sd, t->lora, bufs, nb, t->step, st);
+    else model_state_save(sd, &t->model.cfg, bufs, nb, t->step, st);
+    json_decref(st);
+    free(sd);
+
+    if (t->lora) {
+        t->lora->step = t->step;
+        lora_save(t->lora, o->out_dir, o->save_dtype);
+    } else {
+        t->model.step = t->step;
+        model_save(&t->model, o->out_dir, o->save_dtype);
+    }
+    if (t->has_tok_hash && strcmp(o->model_dir, o->out_dir)) model_copy_tokenizer(o->model_dir, o->out_dir, 0);
+    remove_other_states(o->out_dir, t->step);
+    t->saved_step = t->step;
+
+    uint64_t h = saved_hash(t);
+    struct rec_writer *w = t->w;
+    rec_record_begin(w, 4);
+    rec_pack_key(w, "kind"); rec_pack_str(w, "checkpoint");
+    rec_pack_key(w, "step"); rec_pack_int(w, t->step);
+    rec_pack_key(w, "path"); rec_pack_str(w, o->out_dir);
+    rec_pack_key(w, "model_xxh3"); hex(w, h);
+    rec_record_end(w);
+    rec_flush(w);
+    log_info("checkpoint step=%ld -> %s", t->step, o->out_dir);
+}
+
+void trainer_finish(struct trainer *t)
+{
+    if (t->saved_step != t->step) trainer_checkpoint(t);
+    double dt = now_seconds() - t->t_start;
+    log_info("done: %ld steps, %lld tokens, %.1f s", t->step - t->start_step, t->tokens_total, dt);
+    rec_write_end(t->w);
+    free(t->grad_memory);
+    free(t->m1);
+    free(t->m2);
+    json_decref(t->tool_state);
+    if (t->lora) {
+        lora_free(t->lora);
+        free(t->lora);
+    }
+    model_free(&t->model);
+}
