@@ -1,0 +1,340 @@
+// rollout — samples G completions per prompt from a policy model, with per-token log-probs
+// (docs/generation.md).
+//
+// stdin:  a srlm.examples stream (tokenize). The prompt of a record is tokens[0:prompt_len]; a
+//         record that also has a completion contributes only its prompt. Records need an `id`
+//         (it keys the randomness).
+// stdout: a srlm.samples stream: for each prompt, G records {kind:"sample", id, sample,
+//         group_size, tokens (prompt + completion), mask (1 on the completion), prompt_len,
+//         logprobs (f32 [n]), text, finish_reason, ...every other prompt field}, contiguous and in
+//         sample order, flushed group by group. The header records model_xxh3, tokenizer_xxh3,
+//         vocab_size, model_vocab_size, eos_ids, seed and the options, with the input header as
+//         upstream.
+// files:  reads the model directory (config.json, weights, tokenizer.json and its configs).
+//
+// The logic is in common/generate.c (batched decoding) and common/sampler.c (the draw).
+#include <getopt.h>
+#include <string.h>
+
+#include "blas.h"
+#include "generate.h"
+#include "model.h"
+#include "rec.h"
+#include "tokenizer.h"
+#include "util.h"
+
+static struct {
+    const char *model;
+    int G, top_k, max_new, batch_prompts, threads;
+    double temperature, top_p, min_p;
+    bool greedy;
+    int nstop;
+    const char *stop[GEN_MAX_STOP];
+    long long seed;
+    size_t max_record_bytes;
+} opt = {NULL, 1, 0, 256, 8, 0, 1.0, 1.0, 0.0, false, 0, {0}, 1337, REC_DEFAULT_MAX_BYTES};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: rollout [-hqvV] [--greedy] [-G n] [--temperature t] [--top-p p] [--top-k k]\n"
+        "               [--min-p p] [--max-new-tokens n] [--stop str]... [--seed s] [--threads n]\n"
+        "               [--batch-prompts n] [--max-record-bytes n] --model dir < examples > samples\n"
+        "\n"
+        "Samples G completions per prompt of a srlm.examples stream; writes srlm.samples.\n"
+        "\n"
+        "  -m, --model DIR          policy model directory (config.json, weights, tokenizer.json)\n"
+        "  -G, --group-size N       completions per prompt (default 1)\n"
+        "      --temperature T      sampling temperature, > 0 (default 1); 0 means --greedy\n"
+        "      --top-p P            nucleus sampling: smallest set with probability >= P (default 1: off)\n"
+        "      --top-k K            keep the K most likely tokens (default 0: off)\n"
+        "      --min-p P            keep tokens with p >= P * p_max (default 0: off)\n"
+        "      --greedy             argmax decoding (ties: smallest id)\n"
+        "      --max-new-tokens N   completion tokens at most (default 256)\n"
+        "      --stop STR           end a completion when its text contains STR (repeatable, up to %d)\n"
+        "      --seed S             random seed (default 1337)\n"
+        "      --threads N          compute threads (default: BLIS_NUM_THREADS / OMP_NUM_THREADS, else 1)\n"
+        "      --batch-prompts N    prompts decoded together (default 8; N x G sequences per batch)\n"
+        "      --max-record-bytes N largest input record (default 64M)\n"
+        "  -q, --quiet              warnings and errors only\n"
+        "  -v, --verbose            more detail\n"
+        "  -h, --help               print this help and exit\n"
+        "  -V, --version            print the version and exit\n"
+        "\n"
+        "A completion ends at an EOS / end-of-turn id (config.json eos_token_id and the tokenizer's),\n"
+        "at a stop string, or after --max-new-tokens: finish_reason eos, stop or length.\n"
+        "logprobs are log softmax of the raw logits (temperature 1, before top-k/top-p/min-p).\n"
+        "Exit status: 0 ok, 64 usage, 65 bad input, 66 missing model, 70 non-finite logits, 74 I/O error.\n",
+        GEN_MAX_STOP);
+}
+
+static void parse_args(int argc, char **argv)
+{
+    enum { O_TEMP = 256, O_TOPP, O_TOPK, O_MINP, O_GREEDY, O_MAXNEW, O_STOP, O_SEED, O_THREADS, O_BATCH, O_MAXREC };
+    static const struct option lo[] = {
+        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
+        {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
+        {"model", required_argument, 0, 'm'}, {"group-size", required_argument, 0, 'G'},
+        {"temperature", required_argument, 0, O_TEMP}, {"top-p", required_argument, 0, O_TOPP},
+        {"top-k", required_argument, 0, O_TOPK}, {"min-p", required_argument, 0, O_MINP},
+        {"greedy", no_argument, 0, O_GREEDY}, {"max-new-tokens", required_argument, 0, O_MAXNEW},
+        {"stop", required_argument, 0, O_STOP}, {"seed", required_argument, 0, O_SEED},
+        {"threads", required_argument, 0, O_THREADS}, {"batch-prompts", required_argument, 0, O_BATCH},
+        {"max-record-bytes", required_argument, 0, O_MAXREC}, {0, 0, 0, 0}};
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "hVqvm:G:", lo, NULL)) != -1) {
+        switch (c) {
+        case 'h': usage(stdout); tool_exit(0);
+        case 'V': printf("rollout %s\n", VERSION); tool_exit(0);
+        case 'q': log_level = LOG_LEVEL_WARN; break;
+        case 'v': log_level++; break;
+        case 'm': opt.model = optarg; break;
+        case 'G': opt.G = (int)parse_int(optarg, 1, 4096, "-G"); break;
+        case O_TEMP: opt.temperature = parse_float(optarg, 0, 1e4, "--temperature"); break;
+        case O_TOPP: opt.top_p = parse_float(optarg, 1e-9, 1, "--top-p"); break;
+        case O_TOPK: opt.top_k = (int)parse_int(optarg, 0, 1 << 30, "--top-k"); break;
+        case O_MINP: opt.min_p = parse_float(optarg, 0, 1, "--min-p"); break;
+        case O_GREEDY: opt.greedy = true; break;
+        case O_MAXNEW: opt.max_new = (int)parse_int(optarg, 1, 1 << 20, "--max-new-tokens"); break;
+        case O_STOP:
+            if (opt.nstop == GEN_MAX_STOP) usage_error("--stop: at most %d stop strings", GEN_MAX_STOP);
+            if (!*optarg) usage_error("--stop: empty stop string");
+            opt.stop[opt.nstop++] = optarg;
+            break;
+        case O_SEED: opt.seed = parse_int(optarg, 0, INT64_MAX, "--seed"); break;
+        case O_THREADS: opt.threads = (int)parse_int(optarg, 1, 1024, "--threads"); break;
+        case O_BATCH: opt.batch_prompts = (int)parse_int(optarg, 1, 1 << 16, "--batch-prompts"); break;
+        case O_MAXREC: opt.max_record_bytes = parse_size(optarg, 1024, (size_t)1 << 32, "--max-record-bytes"); break;
+        default:
+            if (optopt) usage_error("unknown option or missing value '-%c'", optopt);
+            usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) usage_error("unexpected argument \"%s\" (rollout reads stdin)", argv[optind]);
+    if (!opt.model) usage_error("--model DIR is required");
+    if (opt.temperature == 0) opt.greedy = true;
+    if (opt.min_p >= 1) usage_error("--min-p must be below 1");
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct ctx {
+    const struct model *m;
+    const struct tokenizer *tok;
+    char model_hex[17];
+    const struct gen_config *gc;
+};
+
+static void pack_header(struct rec_writer *w, void *p)
+{
+    const struct ctx *x = p;
+    const struct gen_config *gc = x->gc;
+    rec_pack_key(w, "model_xxh3"); rec_pack_str(w, x->model_hex);
+    rec_pack_key(w, "tokenizer_xxh3"); rec_pack_str(w, tokenizer_hash_hex(x->tok));
+    rec_pack_key(w, "vocab_size"); rec_pack_int(w, tokenizer_vocab_size(x->tok));
+    rec_pack_key(w, "model_vocab_size"); rec_pack_int(w, x->m->cfg.V);
+    rec_pack_key(w, "eos_ids"); rec_pack_i32_array(w, gc->eos, (size_t)gc->neos);
+    rec_pack_key(w, "seed"); rec_pack_int(w, opt.seed);
+    rec_pack_key(w, "options");
+    rec_pack_map(w, 11);
+    rec_pack_key(w, "model"); rec_pack_str(w, opt.model);
+    rec_pack_key(w, "group_size"); rec_pack_int(w, opt.G);
+    rec_pack_key(w, "greedy"); rec_pack_bool(w, opt.greedy);
+    rec_pack_key(w, "temperature"); rec_pack_double(w, opt.temperature);
+    rec_pack_key(w, "top_p"); rec_pack_double(w, opt.top_p);
+    rec_pack_key(w, "top_k"); rec_pack_int(w, opt.top_k);
+    rec_pack_key(w, "min_p"); rec_pack_double(w, opt.min_p);
+    rec_pack_key(w, "max_new_tokens"); rec_pack_int(w, opt.max_new);
+    rec_pack_key(w, "stop");
+    rec_pack_array(w, (uint32_t)opt.nstop);
+    for (int i = 0; i < opt.nstop; i++) rec_pack_str(w, opt.stop[i]);
+    rec_pack_key(w, "batch_prompts"); rec_pack_int(w, opt.batch_prompts);
+    rec_pack_key(w, "vocab_limit"); rec_pack_int(w, gc->vocab_limit);
+}
+
+// The generation settings: sampling options, and the end-of-sequence ids of the model's
+// config.json (eos_token_id) and of the tokenizer (eos_token, generation_config.json), deduplicated.
+static void make_config(struct gen_config *gc, const struct model *m, const struct tokenizer *tok)
+{
+    memset(gc, 0, sizeof *gc);
+    gc->sp = (struct sampler_params){opt.greedy, (float)opt.temperature, opt.top_k, (float)opt.top_p, (float)opt.min_p};
+    gc->G = opt.G, gc->max_new_tokens = opt.max_new, gc->max_prompts = opt.batch_prompts;
+    gc->seed = (uint64_t)opt.seed;
+    int tv = tokenizer_vocab_size(tok);
+    gc->vocab_limit = tv < m->cfg.V ? tv : m->cfg.V;
+    int32_t ids[8 + TOKENIZER_MAX_EOS];
+    int n = 0;
+    for (int i = 0; i < m->cfg.n_eos && i < 8; i++) ids[n++] = m->cfg.eos_token_ids[i];
+    n += (int)tokenizer_eos_ids(tok, ids + n);
+    for (int i = 0; i < n; i++) {
+        bool dup = ids[i] < 0 || ids[i] >= m->cfg.V;
+        for (int j = 0; j < gc->neos && !dup; j++) dup = gc->eos[j] == ids[i];
+        if (!dup && gc->neos < GEN_MAX_EOS) gc->eos[gc->neos++] = ids[i];
+    }
+    if (gc->neos == 0) log_warn("%s: no eos_token_id in config.json or the tokenizer: completions end at a stop string or --max-new-tokens", opt.model);
+    gc->nstop = opt.nstop;
+    for (int i = 0; i < opt.nstop; i++) gc->stop[i] = opt.stop[i];
+}
+
+// The input's tokenizer_xxh3 (its header's, else the nearest upstream header's) must be ours.
+static void check_header(const struct rec_reader *r, const msgpack_object *hdr, const struct tokenizer *tok)
+{
+    const msgpack_object *h = NULL;
+    for (int depth = 0; hdr && hdr->type == MSGPACK_OBJECT_MAP && depth < 64 && !h; depth++) {
+        h = rec_get(hdr, "tokenizer_xxh3");
+        hdr = rec_get(hdr, "upstream");
+    }
+    if (!h) {
+        log_warn("%s: the header has no tokenizer_xxh3: cannot check that the prompts were tokenized for %s",
+                 r->name, opt.model);
+        return;
+    }
+    if (h->type != MSGPACK_OBJECT_STR) rec_fail(r, "field \"tokenizer_xxh3\": expected str, got %s", rec_type_name(h->type));
+    const char *mine = tokenizer_hash_hex(tok);
+    if (h->via.str.size != strlen(mine) || memcmp(h->via.str.ptr, mine, h->via.str.size))
+        die(EX_DATAERR, "%s: the prompts were tokenized with tokenizer_xxh3 %.*s, but the model's tokenizer %s has %s",
+            r->name, (int)h->via.str.size, h->via.str.ptr, tokenizer_path(tok), mine);
+}
+
+// One prompt of the current batch: the record's bytes (to pass its fields through) and its prompt.
+struct prompt {
+    msgpack_sbuffer raw;
+    char *id;
+    int32_t *tokens;
+    int len;
+};
+
+static void read_prompt(const struct rec_reader *r, const msgpack_object *rec, const struct model *m, struct prompt *p)
+{
+    p->id = rec_get_str(r, rec, "id");
+    int32_t *toks;
+    size_t n = rec_get_i32_array(r, rec, "tokens", 0, INT32_MAX, &toks);
+    for (size_t i = 0; i < n; i++)
+        if (toks[i] >= m->cfg.V)
+            rec_fail(r, "field \"tokens\"[%zu]: token id %d is beyond the model's vocabulary of %d ids (%s)",
+                     i, toks[i], m->cfg.V, opt.model);
+    int64_t plen = rec_get_int(r, rec, "prompt_len", 0, (int64_t)n);
+    if (plen == 0) rec_fail(r, "empty prompt (prompt_len 0): nothing to generate from");
+    p->tokens = toks;
+    p->len = (int)plen;
+    msgpack_sbuffer_init(&p->raw);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &p->raw, msgpack_sbuffer_write);
+    if (msgpack_pack_object(&pk, *rec) != 0) die(EX_OSERR, "out of memory");
+}
+
+static void write_sample(struct rec_writer *w, const struct tokenizer *tok, const msgpack_object *rec,
+                         const struct prompt *p, int s, const struct gen_sample *o, int32_t *seq, int32_t *mask)
+{
+    static const char *skip[] = {"kind", "id", "sample", "group_size", "tokens", "mask", "prompt_len",
+                                 "logprobs", "text", "finish_reason", "teacher_ids", "teacher_logprobs",
+                                 "reward", "rewards", "pred", NULL};
+    size_t n = (size_t)p->len + (size_t)o->n;
+    memcpy(seq, p->tokens, (size_t)p->len * sizeof(int32_t));
+    memcpy(seq + p->len, o->tokens, (size_t)o->n * sizeof(int32_t));
+    for (size_t i = 0; i < n; i++) mask[i] = i >= (size_t)p->len;
+    size_t text_len;
+    char *text = tokenizer_decode(tok, o->tokens, (size_t)o->n, true, &text_len);
+    rec_record_begin(w, 10 + rec_count_passthrough(rec, skip));
+    rec_pack_key(w, "kind"); rec_pack_str(w, "sample");
+    rec_pack_key(w, "id"); rec_pack_str(w, p->id);
+    rec_pack_key(w, "sample"); rec_pack_int(w, s);
+    rec_pack_key(w, "group_size"); rec_pack_int(w, opt.G);
+    rec_pack_key(w, "tokens"); rec_pack_i32_array(w, seq, n);
+    rec_pack_key(w, "mask"); rec_pack_i32_array(w, mask, n);
+    rec_pack_key(w, "prompt_len"); rec_pack_int(w, p->len);
+    int64_t shape[1] = {o->n};
+    rec_pack_key(w, "logprobs"); rec_pack_f32_tensor(w, o->logprobs, shape, 1);
+    rec_pack_key(w, "text"); rec_pack_strn(w, text, text_len);
+    rec_pack_key(w, "finish_reason"); rec_pack_str(w, gen_finish_name(o->finish));
+    rec_pack_passthrough(w, rec, skip);
+    rec_record_end(w);
+    free(text);
+}
+
+// Generates and writes the batch's groups, flushing after each group; frees the prompts.
+static void run_batch(struct generator *g, struct rec_writer *w, const struct tokenizer *tok,
+                      struct prompt *pb, int n, size_t *finish_count)
+{
+    struct gen_prompt *gp = xmalloc((size_t)n * sizeof *gp);
+    int longest = 0;
+    for (int p = 0; p < n; p++) {
+        gp[p] = (struct gen_prompt){pb[p].id, strlen(pb[p].id), pb[p].tokens, pb[p].len};
+        if (pb[p].len > longest) longest = pb[p].len;
+    }
+    const struct gen_sample *out = generate(g, gp, n);
+    free(gp);
+    size_t cap = (size_t)longest + (size_t)opt.max_new;
+    int32_t *seq = xmalloc(cap * sizeof(int32_t)), *mask = xmalloc(cap * sizeof(int32_t));
+    for (int p = 0; p < n; p++) {
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        size_t off = 0;
+        ASSERT(msgpack_unpack_next(&u, pb[p].raw.data, pb[p].raw.size, &off) == MSGPACK_UNPACK_SUCCESS);
+        for (int s = 0; s < opt.G; s++) {
+            const struct gen_sample *o = &out[p * opt.G + s];
+            write_sample(w, tok, &u.data, &pb[p], s, o, seq, mask);
+            finish_count[o->finish]++;
+        }
+        rec_flush(w);
+        msgpack_unpacked_destroy(&u);
+        msgpack_sbuffer_destroy(&pb[p].raw);
+        free(pb[p].id), free(pb[p].tokens);
+    }
+    free(seq), free(mask);
+}
+
+int main(int argc, char **argv)
+{
+    tool_init(argv[0]);
+    parse_args(argc, argv);
+    blas_init(opt.threads);
+    struct model m;
+    model_load(&m, opt.model);
+    struct tokenizer *tok = tokenizer_new(opt.model);
+    struct gen_config gc;
+    make_config(&gc, &m, tok);
+    struct ctx x = {&m, tok, "", &gc};
+    hash_hex(model_hash(&m), x.model_hex);
+
+    static const char *schemas[] = {"srlm.examples", NULL};
+    struct rec_reader r;
+    struct rec_writer w;
+    rec_reader_open(&r, stdin, "<stdin>", opt.max_record_bytes);
+    const msgpack_object *hdr = rec_read_header(&r, schemas, "rollout reads prompts from tokenize");
+    check_header(&r, hdr, tok);
+    rec_writer_open(&w, stdout);
+    rec_write_header(&w, "srlm.samples", hdr, 7, pack_header, &x);
+    rec_flush(&w);
+
+    struct generator *g = generator_new(&m, tok, &gc);
+    struct prompt *pb = xcalloc((size_t)opt.batch_prompts, sizeof *pb);
+    size_t nprompts = 0, finish_count[3] = {0};
+    int n = 0;
+    msgpack_object rec;
+    double t0 = now_seconds();
+    while (rec_reader_next_data(&r, &rec)) {
+        read_prompt(&r, &rec, &m, &pb[n++]);
+        nprompts++;
+        if (n == opt.batch_prompts) run_batch(g, &w, tok, pb, n, finish_count), n = 0;
+    }
+    if (n) run_batch(g, &w, tok, pb, n, finish_count);
+    rec_write_end(&w);
+
+    const struct gen_stats *st = generator_stats(g);
+    double dt = now_seconds() - t0;
+    log_info("prompts=%zu samples=%zu new_tokens=%lld eos=%zu stop=%zu length=%zu prefill_tok/s=%.1f "
+             "decode_tok/s=%.1f tok/s=%.1f seconds=%.2f",
+             nprompts, nprompts * (size_t)opt.G, st->new_tokens, finish_count[GEN_FINISH_EOS],
+             finish_count[GEN_FINISH_STOP], finish_count[GEN_FINISH_LENGTH],
+             st->prefill_seconds > 0 ? st->prefill_tokens / st->prefill_seconds : 0.0,
+             st->decode_seconds > 0 ? st->new_tokens / st->decode_seconds : 0.0,
+             dt > 0 ? st->new_tokens / dt : 0.0, dt);
+    free(pb);
+    generator_free(g);
+    rec_reader_close(&r);
+    tokenizer_delete(tok);
+    model_free(&m);
+    tool_exit(0);
+}
