@@ -2,6 +2,7 @@
 #include "blas.h"
 
 #include <blis.h>
+#include <immintrin.h>
 #include <omp.h>
 #include <stdlib.h>
 
@@ -60,6 +61,108 @@ const char *blas_arch_name(void)
     return bli_arch_string(bli_arch_query_id());
 }
 
+// ---------------------------------------------------------------------------------------------
+// Few-row products against a transposed weight: C(M,N) = alpha·A(M,K)·B(N,K)ᵀ + beta·C for small M
+// (decoding: M = the number of sequences decoded together). BLIS 0.9.0 packs B for every call and
+// its microkernels are tuned for M >= 6..16: at M = 1 (a matrix-vector product) the "zen" sgemm
+// reached 4.4 GFLOP/s and at M = 8 17 GFLOP/s on 896 x 4864 here, far below the memory bound. This
+// kernel streams B once: for a block of 4 (M <= 2) or 2 B rows it forms the dot products with
+// up to 2 resp. 4 rows of A at a time (8 AVX2 accumulators), A staying in L1/L2. Each element of C is one
+// dot product summed in a fixed order (8 lanes, then the lanes, then the K % 8 tail) by one thread,
+// so the result does not depend on the thread count. Threads split the columns (static schedule).
+
+#define SMALLM_MAX 8   // up to this many rows of A (measured: bench/sgemm.c decode shapes)
+
+static bool cpu_has_avx2_fma(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// dots of rows r < NM of A with NJ consecutive rows of B (row c < nj; rows past nj repeat the
+// last one and are discarded): out[r][c]. NM and NJ are compile-time constants after inlining;
+// NM·NJ <= 8 accumulators + NJ + 1 operands fit the 16 ymm registers.
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+smallm_kernel(float out[4][4], const float *A, int lda, const float *B, int ldb, int K, int nj,
+              const int NM, const int NJ)
+{
+    __m256 acc[4][4];
+    _Pragma("GCC unroll 4") for (int r = 0; r < NM; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < NJ; c++)
+            acc[r][c] = _mm256_setzero_ps();
+    const float *b[4];
+    _Pragma("GCC unroll 4") for (int c = 0; c < NJ; c++)
+        b[c] = B + (size_t)(c < nj ? c : nj - 1) * ldb;
+    int K8 = K & ~7;
+    for (int k = 0; k < K8; k += 8) {
+        __m256 w[4];
+        _Pragma("GCC unroll 4") for (int c = 0; c < NJ; c++)
+            w[c] = _mm256_loadu_ps(b[c] + k);
+        _Pragma("GCC unroll 4") for (int r = 0; r < NM; r++) {
+            __m256 x = _mm256_loadu_ps(A + (size_t)r * lda + k);
+            _Pragma("GCC unroll 4") for (int c = 0; c < NJ; c++)
+                acc[r][c] = _mm256_fmadd_ps(x, w[c], acc[r][c]);
+        }
+    }
+    for (int r = 0; r < NM; r++)
+        for (int c = 0; c < nj; c++) {
+            const float *ar = A + (size_t)r * lda;
+            float s = hsum256(acc[r][c]);
+            for (int k = K8; k < K; k++)
+                s += ar[k] * b[c][k];
+            out[r][c] = s;
+        }
+}
+
+// NJ = 4 columns for one or two rows of A (several B streams keep the memory busy: the
+// matrix-vector case is bandwidth-bound), NJ = 2 for up to four rows (fewer reloads of A).
+__attribute__((target("avx2,fma"))) static void smallm_block(float out[4][4], const float *A, int lda,
+                                                            const float *B, int ldb, int K, int nm, int nj)
+{
+    switch (nm) {
+    case 1: smallm_kernel(out, A, lda, B, ldb, K, nj, 1, 4); break;
+    case 2: smallm_kernel(out, A, lda, B, ldb, K, nj, 2, 4); break;
+    case 3: smallm_kernel(out, A, lda, B, ldb, K, nj, 3, 2); break;
+    default: smallm_kernel(out, A, lda, B, ldb, K, nj, 4, 2); break;
+    }
+}
+
+static void sgemm_smallm(int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                         int ldb, float beta, float *C, int ldc)
+{
+    int JB = M <= 2 ? 4 : 2;   // columns per block, as smallm_block picks its kernel
+    int nblk = (N + JB - 1) / JB;
+    #pragma omp parallel for schedule(static) num_threads(omp_in_parallel() ? 1 : blas_nthreads) if (!omp_in_parallel() && blas_nthreads > 1 && (size_t)N * K >= 65536)
+    for (int jb = 0; jb < nblk; jb++) {
+        int j = JB * jb, nj = N - j < JB ? N - j : JB;
+        for (int m0 = 0; m0 < M; m0 += 4) {
+            int nm = M - m0 < 4 ? M - m0 : 4;
+            if (JB == 4 && nm > 2) nm = 2;   // unreachable (M <= 2), keeps the kernel choice honest
+            float out[4][4];
+            smallm_block(out, A + (size_t)m0 * lda, lda, B + (size_t)j * ldb, ldb, K, nm, nj);
+            for (int r = 0; r < nm; r++)
+                for (int c = 0; c < nj; c++) {
+                    float *dst = C + (size_t)(m0 + r) * ldc + j + c;
+                    *dst = beta == 0.0f ? alpha * out[r][c] : alpha * out[r][c] + beta * *dst;
+                }
+        }
+    }
+}
+#endif
+
 void sgemm_rm(bool trans_a, bool trans_b, int M, int N, int K,
               float alpha, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc)
@@ -76,6 +179,15 @@ void sgemm_rm(bool trans_a, bool trans_b, int M, int N, int K,
     }
     // Row-major: element (i, j) of a stored matrix sits at i*ld + j, so rs = ld and cs = 1; BLIS
     // applies the transpose to the stored matrix (docs/platform-notes.md, BLIS section).
+#if defined(__x86_64__) || defined(__i386__)
+    static int smallm_ok = -1;
+    if (smallm_ok < 0)
+        smallm_ok = cpu_has_avx2_fma() && !getenv("SRLM_NO_SMALLM");
+    if (M <= SMALLM_MAX && !trans_a && trans_b && smallm_ok) {
+        sgemm_smallm(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#endif
     trans_t ta = trans_a ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE;
     trans_t tb = trans_b ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE;
     float *a = (float *)A, *b = (float *)B;   // BLIS's typed API is not const-qualified

@@ -179,9 +179,22 @@ struct scored {
     struct verifier_result exec;
 };
 
+// The completion text. A model may generate a NUL byte (byte-level tokenizers have a token for
+// it); it carries no answer, so it reads as a space rather than failing the whole stream.
+static char *completion_text(const struct rec_reader *r, const msgpack_object *rec)
+{
+    const msgpack_object *v = rec_need(r, rec, opt.text_field);
+    if (v->type != MSGPACK_OBJECT_STR)
+        rec_fail(r, "field \"%s\": expected str, got %s", opt.text_field, rec_type_name(v->type));
+    char *text = xmalloc(v->via.str.size + 1);
+    for (uint32_t i = 0; i < v->via.str.size; i++) text[i] = v->via.str.ptr[i] ? v->via.str.ptr[i] : ' ';
+    text[v->via.str.size] = '\0';
+    return text;
+}
+
 static void score_local(const struct rec_reader *r, const msgpack_object *rec, struct scored *s, json_t *line)
 {
-    char *text = rec_get_str(r, rec, opt.text_field);
+    char *text = completion_text(r, rec);
     s->has_pred = reward_extract(text, s->pred, sizeof s->pred);
     if (opt.used[C_CORRECT]) {
         char *gold = gold_text(r, rec), g[256];

@@ -56,6 +56,16 @@ import json; r = json.load(open('$TMP/one'))
 assert r['id'] == 'a' and r['answer'] == '#### 1,000' and r['rewards'] == {'correct': 1.0}, r
 " && ok || bad "fields pass through, components listed"
 
+# --- a NUL byte in a completion (a byte-level model can emit one) is read as a space
+$PY -c "
+import msgpack, sys
+o = sys.stdout.buffer
+o.write(msgpack.packb({'kind': 'header', 'schema': 'srlm.samples', 'schema_version': 1}))
+o.write(msgpack.packb({'kind': 'sample', 'id': 'n', 'answer': '#### 4', 'text': 'x\x00 #### 4'}))
+o.write(msgpack.packb({'kind': 'end', 'records': 1}))" > "$TMP/nul.mp"
+score < "$TMP/nul.mp" | rd | field reward > "$TMP/nul"
+expect_eq "$(cat "$TMP/nul")" "1.0" "NUL byte in a completion"
+
 # --- overlong penalty from the mask
 printf '%s\n' '{"id":"x","answer":"#### 1","text":"1","mask":[0,1,1,1,1,1,1,1,1,1]}' \
   | mk srlm.samples | score --reward correct=1,length=1 --max-len 12 --overlong-buffer 4 | rd | field reward > "$TMP/ol"
