@@ -61,6 +61,7 @@ asan:
 	        LDFLAGS='-fsanitize=address,undefined' check
 
 study: all
+	@.ci/deps.sh study
 	pipelines/study.sh
 
 bench: all

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what srlm needs, when missing. `deps.sh build`: the C libraries the tools link.
+# `deps.sh study`: also jq and gnuplot, which the study's pipelines and report use.
 # `deps.sh test`: also the oracles the test suite compares against (PyTorch, the Node.js
 # tokenizers and msgpack test suite). As root on Debian it installs with apt-get/npm; otherwise it
 # names what is missing and exits 1.
@@ -8,10 +9,14 @@ cd "$(dirname "$0")/.."
 
 build_pkgs=(build-essential pkg-config libblis-dev libmsgpack-dev libxxhash-dev libpcre2-dev
             libutf8proc-dev libjansson-dev)
-test_pkgs=(python3-torch python3-numpy python3-msgpack nodejs npm jq gnuplot-nox)
+study_pkgs=(jq gnuplot-nox)
+test_pkgs=(python3-torch python3-numpy python3-msgpack nodejs npm)
 
 want=("${build_pkgs[@]}")
-[ "${1:-build}" = test ] && want+=("${test_pkgs[@]}")
+case ${1:-build} in
+    study) want+=("${study_pkgs[@]}") ;;
+    test) want+=("${study_pkgs[@]}" "${test_pkgs[@]}") ;;
+esac
 
 missing=()
 for p in "${want[@]}"; do

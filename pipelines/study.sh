@@ -20,6 +20,9 @@ export PATH="$here/bin:$here/pipelines:$PATH"
 OUT=${1:-runs/study}
 SCALE=${SCALE:-1} THREADS=${THREADS:-2} SEED=${SEED:-1337} K=${K:-4}
 export THREADS SEED
+# OpenMP threads that spin while waiting collapse throughput when another process shares the
+# cores (docs/performance.md); libgomp reads this at start-up, so it is set here for every tool.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 for v in SCALE THREADS SEED K; do [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "study.sh: $v must be a positive integer" >&2; exit 64; }; done
 mkdir -p "$OUT"
 T0=$SECONDS
