@@ -6,6 +6,7 @@
 #   make asan       the suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make study      the main job (see README)
 #   make bench      benchmarks; results go to docs/performance.md
+#   make fuzz       the libFuzzer harnesses (tests/fuzz/), a long run of each (tests/fuzz/run.sh)
 
 TOOLS  = $(patsubst tools/%.c,%,$(wildcard tools/*.c))
 COMMON = $(patsubst common/%.c,%,$(filter-out common/nn_ref.c,$(wildcard common/*.c)))
@@ -44,7 +45,14 @@ build/common/nn_ref.o: $(wildcard common/nn_ref.c)
 	$(if $<,$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<,echo 'static int nn_ref_unused;' | $(CC) -x c -c -o $@ -)
 build/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(FILE_CFLAGS) -c -o $@ $<
+
+# Per-file flags (FILE_CFLAGS, kept apart from CFLAGS so that `make CFLAGS=...` keeps them).
+# optim.c: -fno-math-errno, so that sqrtf in the AdamW loop is the sqrtps instruction instead of a
+# libm call that may set errno, which keeps the loop from vectorising. The results do not change
+# (sqrtps is correctly rounded like sqrtf) and nothing reads errno after the optimizer step.
+# No fast-math here or anywhere: the update must stay the torch formula to the bit.
+build/common/optim.o: FILE_CFLAGS = -fno-math-errno
 $(LIB): $(OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
@@ -60,6 +68,38 @@ asan:
 	$(MAKE) CFLAGS='-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined' \
 	        LDFLAGS='-fsanitize=address,undefined' check
 
+# Fuzz harnesses (tests/fuzz/fuzz-*.c -> build/fuzz/bin/fuzz-*): clang with libFuzzer, ASan and
+# UBSan, linked against a separately built, instrumented copy of the common/ objects they need.
+# tests/fuzz/trap.h explains FUZZ_WRAP (die() -> exit() must not end the fuzzing process).
+FUZZ_CC      ?= clang
+FUZZ_HARNESS  = $(patsubst tests/fuzz/fuzz-%.c,%,$(wildcard tests/fuzz/fuzz-*.c))
+FUZZ_COMMON   = util rec json tokenizer safetensors model reward
+FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS   = -O1 -g -std=c11 -Wall -Wno-unused-parameter -Wno-unknown-pragmas -MMD -MP $(FUZZ_SAN)
+FUZZ_WRAP     = $(foreach f,exit open close fopen fdopen open_memstream fclose mmap munmap \
+                  pcre2_compile_8 pcre2_code_free_8 pcre2_jit_stack_create_8 pcre2_jit_stack_free_8,-Wl,--wrap=$(f))
+FUZZ_LIBS     = $(MSGPACK_LIBS) -lxxhash -lpcre2-8 -lutf8proc -ljansson -lm -lpthread
+FUZZ_BIN      = $(FUZZ_HARNESS:%=build/fuzz/bin/fuzz-%)
+
+build/fuzz/common/%.o: common/%.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+build/fuzz/libcommon.a: $(FUZZ_COMMON:%=build/fuzz/common/%.o)
+	@rm -f $@
+	$(AR) rcs $@ $^
+build/fuzz/tests/%.o: tests/fuzz/%.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CPPFLAGS) -Itests/fuzz $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+build/fuzz/bin/fuzz-%: build/fuzz/tests/fuzz-%.o build/fuzz/tests/trap.o build/fuzz/libcommon.a
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer $(FUZZ_WRAP) -o $@ $^ $(FUZZ_LIBS)
+
+fuzz-build: $(FUZZ_BIN)
+
+# A long run of every harness (FUZZ_SECONDS each, default 300); crashes go to build/fuzz/crashes.
+fuzz: fuzz-build
+	tests/fuzz/run.sh --long $${FUZZ_SECONDS:-300}
+
 study: all
 	@.ci/deps.sh study
 	pipelines/study.sh
@@ -71,6 +111,6 @@ clean:
 	rm -rf bin build
 
 -include $(shell find build -name '*.d' 2>/dev/null)
-.PHONY: all deps tests check asan study bench clean
+.PHONY: all deps tests check asan fuzz fuzz-build study bench clean
 .DELETE_ON_ERROR:
 .SECONDARY:

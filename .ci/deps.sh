@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 build_pkgs=(build-essential pkg-config libblis-dev libmsgpack-dev libxxhash-dev libpcre2-dev
             libutf8proc-dev libjansson-dev)
 study_pkgs=(jq gnuplot-nox)
-test_pkgs=(python3-torch python3-numpy python3-msgpack nodejs npm)
+test_pkgs=(python3-torch python3-numpy python3-msgpack nodejs npm clang-14 libclang-rt-14-dev)
 
 want=("${build_pkgs[@]}")
 case ${1:-build} in

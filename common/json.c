@@ -584,8 +584,12 @@ static json_t *float_json(double d, bool is_f32)
     return json_real(is_f32 ? f32_short((float)d) : d);
 }
 
+// msgpack-c may leave the pointer of a zero-length str NULL (or stale); jansson refuses NULL.
+static const char *str_ptr(const msgpack_object *o) { return o->via.str.size ? o->via.str.ptr : ""; }
+
 static json_t *str_json(struct ctx *c, const char *p, size_t n)
 {
+    if (n == 0) p = "";
     size_t ok = utf8_valid_prefix((const unsigned char *)p, n);
     if (ok < n) {
         ctx_fail(c, "invalid UTF-8 in a string (byte 0x%02x at offset %zu); JSON cannot carry it",
@@ -654,7 +658,7 @@ static json_t *tensor_json(const msgpack_object *o, enum dtype dt)
         const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
         json_t *jv;
         if (rec_key_is(k, "dtype")) {
-            jv = json_stringn_nocheck(v->via.str.ptr, v->via.str.size);
+            jv = json_stringn_nocheck(str_ptr(v), v->via.str.size);
         } else if (rec_key_is(k, "shape")) {
             jv = json_array();
             for (uint32_t d = 0; d < v->via.array.size; d++)
@@ -662,7 +666,10 @@ static json_t *tensor_json(const msgpack_object *o, enum dtype dt)
         } else {
             jv = tensor_data_json(dt, v);
         }
-        json_object_setn_new_nocheck(t, k->via.str.ptr, k->via.str.size, jv);
+        if (json_object_setn_new_nocheck(t, str_ptr(k), k->via.str.size, jv) != 0) {
+            json_decref(t);
+            return NULL;
+        }
     }
     return t;
 }
@@ -674,25 +681,28 @@ static json_t *map_json(struct ctx *c, const msgpack_object *o)
     json_t *obj = json_object();
     for (uint32_t i = 0; i < o->via.map.size; i++) {
         const msgpack_object *k = &o->via.map.ptr[i].key;
+        const char *kp = k->type == MSGPACK_OBJECT_STR ? str_ptr(k) : NULL;
         if (k->type != MSGPACK_OBJECT_STR) {
             ctx_fail(c, "map key %u is %s: JSON object keys must be strings", i, rec_type_name(k->type));
             goto fail;
         }
-        size_t ok = utf8_valid_prefix((const unsigned char *)k->via.str.ptr, k->via.str.size);
+        size_t ok = utf8_valid_prefix((const unsigned char *)kp, k->via.str.size);
         if (ok < k->via.str.size) {
             ctx_fail(c, "map key %u is not valid UTF-8", i);
             goto fail;
         }
-        if (json_object_getn(obj, k->via.str.ptr, k->via.str.size)) {
-            ctx_fail(c, "duplicate map key \"%.*s\"", (int)(k->via.str.size > 40 ? 40 : k->via.str.size),
-                     k->via.str.ptr);
+        if (json_object_getn(obj, kp, k->via.str.size)) {
+            ctx_fail(c, "duplicate map key \"%.*s\"", (int)(k->via.str.size > 40 ? 40 : k->via.str.size), kp);
             goto fail;
         }
-        size_t old = path_push_key(c, k->via.str.ptr, k->via.str.size);
+        size_t old = path_push_key(c, kp, k->via.str.size);
         json_t *v = to_json(c, &o->via.map.ptr[i].val);
         if (!v) goto fail;
         path_pop(c, old);
-        json_object_setn_new_nocheck(obj, k->via.str.ptr, k->via.str.size, v);
+        if (json_object_setn_new_nocheck(obj, kp, k->via.str.size, v) != 0) {
+            ctx_fail(c, "map key %u cannot be stored", i);
+            goto fail;
+        }
     }
     return obj;
 fail:

@@ -4,7 +4,7 @@ set -u
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH="$TOP/bin:$PATH"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/srlm-test.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+trap '[ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"' EXIT
 SHARED=${SRLM_SHARED:-$TOP/../shared}
 NAME=$(basename "$0" .sh)
 pass=0 fail=0
