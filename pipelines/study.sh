@@ -110,13 +110,15 @@ seqkd() {   # sequence-level KD: the student trains on the teacher's correct sam
 }
 stage seqkd seqkd
 
-grpo() {   # grpo NAME START
+grpo() {   # grpo NAME START: one on-policy optimizer step per iteration (lr 1e-3 and several
+           # steps per rollout batch made the tiny student's policy collapse in trials)
     grpo.sh --model "$2" --prompts "$OUT/rl-prompts.jsonl" --out "$OUT/$1" --iters "$RL_ITERS" -G "$G" \
         --prompts-per-iter "$RL_PROMPTS" --seed "$SEED" \
         --rollout-arg --temperature --rollout-arg 1.0 --rollout-arg --max-new-tokens --rollout-arg 160 \
         --rollout-arg --threads --rollout-arg "$THREADS" \
         --score-arg --task --score-arg gsm8k --score-arg -q \
-        --rl-arg --lr --rl-arg 1e-3 --rl-arg --threads --rl-arg "$THREADS" --rl-arg -q
+        --rl-arg --lr --rl-arg 3e-4 --rl-arg --groups-per-step --rl-arg "$RL_PROMPTS" \
+        --rl-arg --threads --rl-arg "$THREADS" --rl-arg -q
     ln -sfn "iter-$RL_ITERS" "$OUT/$1/final"
 }
 stage grpo grpo grpo "$OUT/base"
