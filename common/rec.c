@@ -223,6 +223,16 @@ const msgpack_object *rec_get(const msgpack_object *map, const char *key)
     return NULL;
 }
 
+const msgpack_object *rec_header_find(const msgpack_object *h, const char *key)
+{
+    for (int depth = 0; h && h->type == MSGPACK_OBJECT_MAP && depth < REC_MAX_DEPTH; depth++) {
+        const msgpack_object *v = rec_get(h, key);
+        if (v) return v;
+        h = rec_get(h, "upstream");
+    }
+    return NULL;
+}
+
 // Copies a msgpack str into a short printable buffer for messages.
 static const char *str_show(const msgpack_object *o, char *buf, size_t cap)
 {

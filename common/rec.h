@@ -85,6 +85,9 @@ _Noreturn void rec_fail(const struct rec_reader *r, const char *fmt, ...) __attr
 // field access (all take the reader for error context)
 
 const msgpack_object *rec_get(const msgpack_object *map, const char *key);   // NULL if absent
+// A header field, from the header itself or else the nearest header down its "upstream" chain
+// (stages that do not re-state, e.g., tokenizer_xxh3 still carry it in their provenance).
+const msgpack_object *rec_header_find(const msgpack_object *header, const char *key);
 bool rec_key_is(const msgpack_object *key, const char *s);
 const char *rec_type_name(msgpack_object_type t);
 // Required fields: exit 65 naming the field when missing or of the wrong type.

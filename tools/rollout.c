@@ -180,11 +180,7 @@ static void make_config(struct gen_config *gc, const struct model *m, const stru
 // The input's tokenizer_xxh3 (its header's, else the nearest upstream header's) must be ours.
 static void check_header(const struct rec_reader *r, const msgpack_object *hdr, const struct tokenizer *tok)
 {
-    const msgpack_object *h = NULL;
-    for (int depth = 0; hdr && hdr->type == MSGPACK_OBJECT_MAP && depth < 64 && !h; depth++) {
-        h = rec_get(hdr, "tokenizer_xxh3");
-        hdr = rec_get(hdr, "upstream");
-    }
+    const msgpack_object *h = rec_header_find(hdr, "tokenizer_xxh3");
     if (!h) {
         log_warn("%s: the header has no tokenizer_xxh3: cannot check that the prompts were tokenized for %s",
                  r->name, opt.model);

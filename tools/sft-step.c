@@ -145,17 +145,6 @@ struct input_ctx {
     long max_len;
 };
 
-// A header field, looked up in the header and then down its upstream chain.
-static const msgpack_object *hdr_find(const msgpack_object *h, const char *key)
-{
-    for (int depth = 0; h && h->type == MSGPACK_OBJECT_MAP && depth < 64; depth++) {
-        const msgpack_object *v = rec_get(h, key);
-        if (v) return v;
-        h = rec_get(h, "upstream");
-    }
-    return NULL;
-}
-
 static void hdr_hex(const msgpack_object *v, char out[17])
 {
     out[0] = '\0';
@@ -170,8 +159,8 @@ static void check_header(const struct rec_reader *r, const msgpack_object *h, st
     const struct trainer *t = in->t;
     char mtok[17] = "";
     if (t->has_tok_hash) hash_hex(t->tok_hash, mtok);
-    hdr_hex(hdr_find(h, "tokenizer_xxh3"), in->stream_tok);
-    const msgpack_object *vs = hdr_find(h, "vocab_size");
+    hdr_hex(rec_header_find(h, "tokenizer_xxh3"), in->stream_tok);
+    const msgpack_object *vs = rec_header_find(h, "vocab_size");
     in->stream_vocab = vs && vs->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (long long)vs->via.u64 : -1;
     if (mtok[0] && in->stream_tok[0] && strcmp(mtok, in->stream_tok))
         die(EX_DATAERR, "%s: tokenizer mismatch: the stream was tokenized with tokenizer_xxh3 %s "
@@ -181,7 +170,7 @@ static void check_header(const struct rec_reader *r, const msgpack_object *h, st
         die(EX_DATAERR, "%s: the stream's vocab_size %lld exceeds the model's %d embedding rows (%s)",
             r->name, in->stream_vocab, in->V, topt.model_dir);
     if (!opt.kd) return;
-    const msgpack_object *te = hdr_find(h, "teacher");
+    const msgpack_object *te = rec_header_find(h, "teacher");
     if (!te || te->type != MSGPACK_OBJECT_MAP)
         die(EX_DATAERR, "%s: --loss kd needs teacher log-probs, but the header has no \"teacher\" "
             "(run teacher-logits before sft-step)", r->name);
