@@ -259,16 +259,14 @@ static void layer_backward(const struct model *m, struct model_params *d, float 
     const struct model_params *p = &m->params;
     struct lm_layer_acts *la = &a->layer[l];
     int N = a->N, C = c->C, hs = c->hs, qd = c->NH * hs, kd = c->NKV * hs, FF = c->FF;
-    size_t NC = (size_t)N * C;
 
     // xout = xmid + down(act)
-    zero(g->dact, (size_t)N * FF);
-    matmul_backward(g->dact, LP(d->downw, l, (size_t)C * FF), NULL, g->dres, la->act, LP(p->downw, l, (size_t)C * FF), N, FF, C);
+    // The first product into each fresh temporary overwrites it (the *_set variants of nn.h), so
+    // the temporaries need no zeroing.
+    matmul_backward_set_dinp(g->dact, LP(d->downw, l, (size_t)C * FF), NULL, g->dres, la->act, LP(p->downw, l, (size_t)C * FF), N, FF, C);
     lora_backward(a, lg, l, LORA_DOWN, g->dact, g->dres, la->act, N);
-    zero(g->dgate, (size_t)N * FF), zero(g->dup, (size_t)N * FF);
-    swiglu_backward(g->dgate, g->dup, g->dact, la->gate, la->up, N, FF);
-    zero(g->dln, NC);
-    matmul_backward(g->dln, LP(d->gatew, l, (size_t)FF * C), NULL, g->dgate, la->ln2, LP(p->gatew, l, (size_t)FF * C), N, C, FF);
+    swiglu_backward_set(g->dgate, g->dup, g->dact, la->gate, la->up, N, FF);
+    matmul_backward_set_dinp(g->dln, LP(d->gatew, l, (size_t)FF * C), NULL, g->dgate, la->ln2, LP(p->gatew, l, (size_t)FF * C), N, C, FF);
     lora_backward(a, lg, l, LORA_GATE, g->dln, g->dgate, la->ln2, N);
     matmul_backward(g->dln, LP(d->upw, l, (size_t)FF * C), NULL, g->dup, la->ln2, LP(p->upw, l, (size_t)FF * C), N, C, FF);
     lora_backward(a, lg, l, LORA_UP, g->dln, g->dup, la->ln2, N);
@@ -276,8 +274,7 @@ static void layer_backward(const struct model *m, struct model_params *d, float 
     rmsnorm_backward(g->dres, LP(d->ln2w, l, C), g->dln, la->xmid, LP(p->ln2w, l, C), la->rstd2, N, C);
 
     // xmid = x + o(att)
-    zero(g->datt, (size_t)N * qd);
-    matmul_backward(g->datt, LP(d->ow, l, (size_t)C * qd), LP(d->ob, l, C), g->dres, la->att, LP(p->ow, l, (size_t)C * qd), N, qd, C);
+    matmul_backward_set_dinp(g->datt, LP(d->ow, l, (size_t)C * qd), LP(d->ob, l, C), g->dres, la->att, LP(p->ow, l, (size_t)C * qd), N, qd, C);
     lora_backward(a, lg, l, LORA_O, g->datt, g->dres, la->att, N);
     zero(g->dq, (size_t)N * qd), zero(g->dk, (size_t)N * kd), zero(g->dv, (size_t)N * kd);
     attention_backward(g->dq, g->dk, g->dv, g->datt, la->q, la->k, la->v, la->att, la->lse,
@@ -286,15 +283,13 @@ static void layer_backward(const struct model *m, struct model_params *d, float 
     rope_backward(g->dk, g->dk, a->cos_tab, a->sin_tab, a->pos, N, c->NKV, hs);
     float *dqraw = g->dq, *dkraw = g->dk;
     if (c->qk_norm) {
-        zero(g->dqraw, (size_t)N * qd), zero(g->dkraw, (size_t)N * kd);
-        rmsnorm_backward(g->dqraw, LP(d->qnw, l, hs), g->dq, la->qraw, LP(p->qnw, l, hs), la->qrstd, N * c->NH, hs);
-        rmsnorm_backward(g->dkraw, LP(d->knw, l, hs), g->dk, la->kraw, LP(p->knw, l, hs), la->krstd, N * c->NKV, hs);
+        rmsnorm_backward_set_dinp(g->dqraw, LP(d->qnw, l, hs), g->dq, la->qraw, LP(p->qnw, l, hs), la->qrstd, N * c->NH, hs);
+        rmsnorm_backward_set_dinp(g->dkraw, LP(d->knw, l, hs), g->dk, la->kraw, LP(p->knw, l, hs), la->krstd, N * c->NKV, hs);
         dqraw = g->dqraw, dkraw = g->dkraw;
     }
     // d ln1 feeds only the layer's input gradient and ln1's weight gradient: skip it if neither is wanted
     float *dln = need_dinp || d->ln1w ? g->dln : NULL;
-    if (dln) zero(dln, NC);
-    matmul_backward(dln, LP(d->qw, l, (size_t)qd * C), LP(d->qb, l, qd), dqraw, la->ln1, LP(p->qw, l, (size_t)qd * C), N, C, qd);
+    matmul_backward_set_dinp(dln, LP(d->qw, l, (size_t)qd * C), LP(d->qb, l, qd), dqraw, la->ln1, LP(p->qw, l, (size_t)qd * C), N, C, qd);
     lora_backward(a, lg, l, LORA_Q, dln, dqraw, la->ln1, N);
     matmul_backward(dln, LP(d->kw, l, (size_t)kd * C), LP(d->kb, l, kd), dkraw, la->ln1, LP(p->kw, l, (size_t)kd * C), N, C, kd);
     lora_backward(a, lg, l, LORA_K, dln, dkraw, la->ln1, N);

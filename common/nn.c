@@ -119,14 +119,16 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
     sgemm_rm(false, true, N, OC, C, 1.0f, inp, C, weight, C, beta, out, OC);
 }
 
-void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                     const float *inp, const float *weight, int N, int C, int OC)
+// dinp_beta: 1 accumulates into dinp, 0 overwrites it (matmul_backward_set_dinp)
+static void matmul_backward_beta(float *dinp, float dinp_beta, float *dweight, float *dbias,
+                                 const float *dout, const float *inp, const float *weight,
+                                 int N, int C, int OC)
 {
     ASSERT(N >= 0 && C > 0 && OC > 0);
     // forward: out = inp·weightᵀ + bias
-    // dinp(N,C) += dout(N,OC) · weight(OC,C)
+    // dinp(N,C) (+)= dout(N,OC) · weight(OC,C)
     if (dinp)
-        sgemm_rm(false, false, N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
+        sgemm_rm(false, false, N, C, OC, 1.0f, dout, OC, weight, C, dinp_beta, dinp, C);
     // dweight(OC,C) += dout(N,OC)ᵀ · inp(N,C)
     if (dweight)
         sgemm_rm(true, false, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
@@ -145,6 +147,18 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
                 dbias[j] += acc[j - j0];
         }
     }
+}
+
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, int N, int C, int OC)
+{
+    matmul_backward_beta(dinp, 1.0f, dweight, dbias, dout, inp, weight, N, C, OC);
+}
+
+void matmul_backward_set_dinp(float *dinp, float *dweight, float *dbias, const float *dout,
+                              const float *inp, const float *weight, int N, int C, int OC)
+{
+    matmul_backward_beta(dinp, 0.0f, dweight, dbias, dout, inp, weight, N, C, OC);
 }
 
 // ----------------------------------------------------------------------------
@@ -171,8 +185,8 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *wei
     }
 }
 
-void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                      const float *weight, const float *rstd, int N, int C)
+static void rmsnorm_backward_mode(float *dinp, bool set, float *dweight, const float *dout,
+                                  const float *inp, const float *weight, const float *rstd, int N, int C)
 {
     ASSERT(N >= 0 && C > 0);
     // forward: y_i = w_i x_i r,  r = (Σ_j x_j²/C + eps)^(-1/2),  ∂r/∂x_k = -r³ x_k / C
@@ -187,8 +201,12 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
             for (int i = 0; i < C; i++)
                 dot += (double)weight[i] * dy[i] * x[i];
             float coef = (float)((double)r * r * r * dot / C);
-            for (int i = 0; i < C; i++)
-                dx[i] += r * weight[i] * dy[i] - coef * x[i];
+            if (set)
+                for (int i = 0; i < C; i++)
+                    dx[i] = r * weight[i] * dy[i] - coef * x[i];
+            else
+                for (int i = 0; i < C; i++)
+                    dx[i] += r * weight[i] * dy[i] - coef * x[i];
         }
     }
     // dw_i += Σ_n dy_ni x_ni r_n
@@ -207,6 +225,18 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
                 dweight[j] += acc[j - j0];
         }
     }
+}
+
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                      const float *weight, const float *rstd, int N, int C)
+{
+    rmsnorm_backward_mode(dinp, false, dweight, dout, inp, weight, rstd, N, C);
+}
+
+void rmsnorm_backward_set_dinp(float *dinp, float *dweight, const float *dout, const float *inp,
+                               const float *weight, const float *rstd, int N, int C)
+{
+    rmsnorm_backward_mode(dinp, true, dweight, dout, inp, weight, rstd, N, C);
 }
 
 // ----------------------------------------------------------------------------
@@ -461,21 +491,43 @@ NN_VEC static void swiglu_forward_span(float *out, const float *gate, const floa
 
 // forward: out = g σ(g) u
 // d out/d u = g σ(g);  d out/d g = u σ(g) (1 + g (1 - σ(g)))
+// σ is computed once per element when both gradients are wanted (the same bits as computing it
+// twice). set: overwrite the gradients instead of accumulating.
 NN_VEC static void swiglu_backward_span(float *dgate, float *dup, const float *dout,
-                                        const float *gate, const float *up, int n)
+                                        const float *gate, const float *up, int n, int set)
 {
-    if (dgate) {
+    if (dgate && dup && set) {
+        #pragma omp simd
+        for (int i = 0; i < n; i++) {
+            float g = gate[i], sg = 1.0f / (1.0f + exp_fast(-g));
+            dgate[i] = dout[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+            dup[i] = dout[i] * g * sg;
+        }
+        return;
+    }
+    if (dgate && dup) {
         #pragma omp simd
         for (int i = 0; i < n; i++) {
             float g = gate[i], sg = 1.0f / (1.0f + exp_fast(-g));
             dgate[i] += dout[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+            dup[i] += dout[i] * g * sg;
+        }
+        return;
+    }
+    if (dgate) {
+        #pragma omp simd
+        for (int i = 0; i < n; i++) {
+            float g = gate[i], sg = 1.0f / (1.0f + exp_fast(-g));
+            float d = dout[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+            dgate[i] = set ? d : dgate[i] + d;
         }
     }
     if (dup) {
         #pragma omp simd
         for (int i = 0; i < n; i++) {
             float g = gate[i], sg = 1.0f / (1.0f + exp_fast(-g));
-            dup[i] += dout[i] * g * sg;
+            float d = dout[i] * g * sg;
+            dup[i] = set ? d : dup[i] + d;
         }
     }
 }
@@ -490,16 +542,28 @@ void swiglu_forward(float *out, const float *gate, const float *up, int N, int F
     }
 }
 
-void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
-                     const float *up, int N, int FF)
+static void swiglu_backward_mode(float *dgate, float *dup, const float *dout, const float *gate,
+                                 const float *up, int N, int FF, int set)
 {
     ASSERT(N >= 0 && FF > 0);
     #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         size_t o = (size_t)n * FF;
         swiglu_backward_span(dgate ? dgate + o : NULL, dup ? dup + o : NULL, dout + o, gate + o,
-                             up + o, FF);
+                             up + o, FF, set);
     }
+}
+
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                     const float *up, int N, int FF)
+{
+    swiglu_backward_mode(dgate, dup, dout, gate, up, N, FF, 0);
+}
+
+void swiglu_backward_set(float *dgate, float *dup, const float *dout, const float *gate,
+                         const float *up, int N, int FF)
+{
+    swiglu_backward_mode(dgate, dup, dout, gate, up, N, FF, 1);
 }
 
 // ----------------------------------------------------------------------------
@@ -627,6 +691,32 @@ static int chunk_rows(size_t scratch_size, int M, int C, int V)
     return chunk < (size_t)M ? (int)chunk : M;
 }
 
+// Given dz (mc, V) of the chunk of positions m0..m0+mc-1 (rows hx of h):
+// forward z = hx·wlmᵀ / T  →  dh[rows] += dz·wlm / T,  dwlm += dzᵀ·hx / T
+static void lsg_chunk_backward(float *dh, float *dwlm, const float *z, float *dhc, const float *hx,
+                               const float *wlm, const int *rows, int m0, int mc, int C, int V,
+                               float inv_t)
+{
+    if (dh && !rows) {
+        sgemm_rm(false, false, mc, C, V, inv_t, z, V, wlm, C, 1.0f, dh + (size_t)m0 * C, C);
+    } else if (dh) {
+        sgemm_rm(false, false, mc, C, V, inv_t, z, V, wlm, C, 0.0f, dhc, C);
+        // scatter-add; rows may repeat, so threads split the columns
+        #pragma omp parallel for schedule(static)
+        for (int j0 = 0; j0 < C; j0 += COL_BLOCK) {
+            int j1 = imin(j0 + COL_BLOCK, C);
+            for (int r = 0; r < mc; r++) {
+                float *dst = dh + (size_t)rows[m0 + r] * C;
+                const float *src = dhc + (size_t)r * C;
+                for (int j = j0; j < j1; j++)
+                    dst[j] += src[j];
+            }
+        }
+    }
+    if (dwlm)
+        sgemm_rm(true, false, V, C, mc, inv_t, z, V, hx, C, 1.0f, dwlm, C);
+}
+
 void logsoftmax_gather_forward(float *logp, float *lse, float *entropy, int *topk_ids,
                                float *topk_logp, int topk, const float *h, const float *wlm,
                                const int *rows, const int *ids, int M, int K, int C, int V,
@@ -704,24 +794,47 @@ void logsoftmax_gather_backward(float *dh, float *dwlm, const float *dlogp, cons
             for (int kk = 0; kk < K; kk++)
                 zr[ids[(size_t)m * K + kk]] += g[kk];
         }
-        // forward: z = hx·wlmᵀ / T  →  dhs += dz·wlm / T,  dwlm += dzᵀ·hx / T
-        if (dh && !rows) {
-            sgemm_rm(false, false, mc, C, V, inv_t, z, V, wlm, C, 1.0f, dh + (size_t)m0 * C, C);
-        } else if (dh) {
-            sgemm_rm(false, false, mc, C, V, inv_t, z, V, wlm, C, 0.0f, dhc, C);
-            // scatter-add; rows may repeat, so threads split the columns
-            #pragma omp parallel for schedule(static)
-            for (int j0 = 0; j0 < C; j0 += COL_BLOCK) {
-                int j1 = imin(j0 + COL_BLOCK, C);
-                for (int r = 0; r < mc; r++) {
-                    float *dst = dh + (size_t)rows[m0 + r] * C;
-                    const float *src = dhc + (size_t)r * C;
-                    for (int j = j0; j < j1; j++)
-                        dst[j] += src[j];
-                }
+        lsg_chunk_backward(dh, dwlm, z, dhc, hx, wlm, rows, m0, mc, C, V, inv_t);
+    }
+}
+
+void logsoftmax_gather_fused(float *logp, float *lse, float *dh, float *dwlm, const float *dlogp,
+                             const float *h, const float *wlm, const int *rows, const int *ids,
+                             int M, int K, int C, int V, float temperature,
+                             float *scratch, size_t scratch_size)
+{
+    ASSERT(M >= 0 && K >= 0 && C > 0 && V > 0 && temperature > 0.0f);
+    if (M == 0)
+        return;
+    int chunk = chunk_rows(scratch_size, M, C, V);
+    float *hc = scratch, *z = scratch + (size_t)chunk * C, *dhc = z + (size_t)chunk * V;
+    float inv_t = 1.0f / temperature;
+    for (int m0 = 0; m0 < M; m0 += chunk) {
+        int mc = imin(chunk, M - m0);
+        const float *hx = gather_rows(hc, h, rows, m0, mc, C);
+        // the one logits product of the chunk (the same call as the forward's and the backward's)
+        sgemm_rm(false, true, mc, V, C, inv_t, hx, C, wlm, C, 0.0f, z, V);
+        #pragma omp parallel for schedule(static)
+        for (int r = 0; r < mc; r++) {
+            int m = m0 + r;
+            float *zr = z + (size_t)r * V;
+            // forward (as logsoftmax_gather_forward without entropy / top-k)
+            float mx = vec_max(zr, V);
+            double sum, sum_ez;
+            exp_sums(zr, V, mx, &sum, &sum_ez);
+            float l = mx + (float)log(sum);
+            lse[m] = l;
+            const float *g = dlogp + (size_t)m * K;
+            float gsum = 0.0f;
+            for (int kk = 0; kk < K; kk++) {
+                logp[(size_t)m * K + kk] = zr[ids[(size_t)m * K + kk]] - l;
+                gsum += g[kk];
             }
+            // backward (as logsoftmax_gather_backward without dentropy): z becomes dz in place
+            dlogits_row(zr, V, l, gsum, 0.0f, 0.0f);
+            for (int kk = 0; kk < K; kk++)
+                zr[ids[(size_t)m * K + kk]] += g[kk];
         }
-        if (dwlm)
-            sgemm_rm(true, false, V, C, mc, inv_t, z, V, hx, C, 1.0f, dwlm, C);
+        lsg_chunk_backward(dh, dwlm, z, dhc, hx, wlm, rows, m0, mc, C, V, inv_t);
     }
 }

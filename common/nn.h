@@ -71,6 +71,11 @@ void matmul_backward(float *dinp,          // (N, C) or NULL
                      const float *inp,     // (N, C)
                      const float *weight,  // (OC, C)
                      int N, int C, int OC);
+// The same, except that dinp is OVERWRITTEN (dinp = dout·weight, the sgemm with beta = 0) rather
+// than accumulated: for the first product into a fresh buffer, which then needs no zeroing.
+// dweight and dbias still accumulate.
+void matmul_backward_set_dinp(float *dinp, float *dweight, float *dbias, const float *dout,
+                              const float *inp, const float *weight, int N, int C, int OC);
 
 // ----------------------------------------------------------------------------
 // RMSNorm (HF LlamaRMSNorm / Qwen2RMSNorm / Qwen3RMSNorm, computed in f32):
@@ -90,6 +95,9 @@ void rmsnorm_backward(float *dinp,         // (N, C) or NULL
                       const float *weight, // (C)
                       const float *rstd,   // (N) from rmsnorm_forward
                       int N, int C);
+// The same with dinp OVERWRITTEN (dweight still accumulates).
+void rmsnorm_backward_set_dinp(float *dinp, float *dweight, const float *dout, const float *inp,
+                               const float *weight, const float *rstd, int N, int C);
 
 // ----------------------------------------------------------------------------
 // RoPE, HF rotate_half convention (modeling_llama.py rotate_half / apply_rotary_pos_emb), NOT
@@ -165,6 +173,9 @@ void swiglu_backward(float *dgate,         // (N, FF) or NULL
                      const float *dout,    // (N, FF)
                      const float *gate, const float *up,
                      int N, int FF);
+// The same with dgate and dup OVERWRITTEN instead of accumulated.
+void swiglu_backward_set(float *dgate, float *dup, const float *dout, const float *gate,
+                         const float *up, int N, int FF);
 
 // ----------------------------------------------------------------------------
 // residual connection and token embedding
@@ -228,5 +239,18 @@ void logsoftmax_gather_backward(float *dh,         // (N, C) or NULL
                                 const float *entropy,  // (M) from the forward; needed iff dentropy
                                 int M, int K, int C, int V, float temperature,
                                 float *scratch, size_t scratch_size);
+// Forward and backward in one pass, for losses whose dL/dlogp is known before the forward (cross-
+// entropy: a constant): per chunk ONE logits sgemm (the backward above recomputes them), then
+// logp and lse as logsoftmax_gather_forward writes them and dh, dwlm accumulated as
+// logsoftmax_gather_backward does for this dlogp (no entropy, no top-k). Bitwise equal to calling
+// the two with the same scratch size. dh or dwlm may be NULL.
+void logsoftmax_gather_fused(float *logp,          // (M, K)
+                             float *lse,           // (M)
+                             float *dh,            // (N, C) or NULL
+                             float *dwlm,          // (V, C) or NULL
+                             const float *dlogp,   // (M, K)
+                             const float *h, const float *wlm, const int *rows, const int *ids,
+                             int M, int K, int C, int V, float temperature,
+                             float *scratch, size_t scratch_size);
 
 #endif

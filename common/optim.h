@@ -22,8 +22,20 @@ struct adamw_config {
 void adamw_update(float *p, const float *g, float *m, float *v, size_t n,
                   const struct adamw_config *c, double lr, long step);
 
-// Global L2 norm over several gradient buffers, computed in double (so the sum does not depend
-// on how the buffers are split). clip_scale() gives the factor torch.nn.utils.clip_grad_norm_
+// The whole optimizer step of one parameter group in ONE pass over p, g, m, v (the step is memory
+// bound: four separate passes over the 0.5B model's 2 GB buffers cost four times the traffic):
+//     g' = g * gscale        (the clip factor of clip_scale(); 1 = no clipping)
+//     adamw_update(p, g', m, v, ...)
+//     g  = 0                 (ready for the next step's accumulation)
+// Bitwise equal to scale_buffer(g, n, gscale) + adamw_update(...) + memset(g, 0): the same f32
+// operations in the same order (g·1 is g exactly, so gscale = 1 needs no special case).
+void adamw_step(float *p, float *g, float *m, float *v, size_t n,
+                const struct adamw_config *c, double lr, long step, float gscale);
+
+// Global L2 norm over several gradient buffers, squares summed in double (so the sum does not
+// depend on how the buffers are split, to double rounding). One vectorised pass; each thread sums a
+// fixed contiguous slice and the slices are added in thread order, so a given thread count always
+// gives the same bits. clip_scale() gives the factor torch.nn.utils.clip_grad_norm_
 // applies: max_norm / (norm + 1e-6) when that is below 1, else 1.
 double grad_norm(const float *const *g, const size_t *n, int nbuf);
 float clip_scale(double norm, double max_norm);

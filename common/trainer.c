@@ -443,21 +443,30 @@ static bool kind_decays(enum model_kind k)
     }
 }
 
-static void adamw_groups(struct trainer *t, double lr, long step)
+// One fused pass per group (adamw_step): clip scale, AdamW, and zeroing the gradient for the next
+// step. Adjacent kinds with the same decay are one group: the kinds tile [0, nparams) in order.
+static void adamw_groups(struct trainer *t, double lr, long step, float gscale)
 {
     const struct model_config *c = &t->model.cfg;
     struct adamw_config ac = {.lr = lr, .beta1 = t->opt.beta1, .beta2 = t->opt.beta2, .eps = t->opt.eps};
     if (t->lora) {   // A and B are all matrices: one group, decayed (lora.h)
         ac.weight_decay = t->opt.weight_decay;
-        adamw_update(t->params, t->grad_memory, t->m1, t->m2, t->nparams, &ac, lr, step);
+        adamw_step(t->params, t->grad_memory, t->m1, t->m2, t->nparams, &ac, lr, step, gscale);
         return;
     }
+    size_t done = 0;
     for (int k = 0; k < MODEL_NKIND; k++) {
         size_t n = c->kind_size[k], off = c->kind_offset[k];
         if (!n) continue;
-        ac.weight_decay = kind_decays((enum model_kind)k) ? t->opt.weight_decay : 0.0;
-        adamw_update(t->params + off, t->grad_memory + off, t->m1 + off, t->m2 + off, n, &ac, lr, step);
+        ASSERT(off == done);
+        bool decays = kind_decays((enum model_kind)k);
+        while (k + 1 < MODEL_NKIND && (!c->kind_size[k + 1] || kind_decays((enum model_kind)(k + 1)) == decays))
+            n += c->kind_size[++k];
+        ac.weight_decay = decays ? t->opt.weight_decay : 0.0;
+        adamw_step(t->params + off, t->grad_memory + off, t->m1 + off, t->m2 + off, n, &ac, lr, step, gscale);
+        done = off + n;
     }
+    ASSERT(done == t->nparams);
 }
 
 bool trainer_done(const struct trainer *t)
@@ -473,10 +482,8 @@ int trainer_step(struct trainer *t, const struct trainer_metrics *m)
     if (!isfinite(m->loss) || !isfinite(gn))
         die(EX_SOFTWARE, "step %ld: non-finite loss (loss=%g, grad_norm=%g); no checkpoint written "
             "(the last one, if any, is intact)", s, m->loss, gn);
-    scale_buffer(t->grad_memory, t->nparams, clip_scale(gn, t->opt.clip));
     double lr = lr_at(t->opt.schedule, t->opt.lr, t->opt.min_lr, s, t->opt.warmup, t->opt.steps);
-    adamw_groups(t, lr, s);
-    memset(t->grad_memory, 0, t->nparams * sizeof(float));
+    adamw_groups(t, lr, s, clip_scale(gn, t->opt.clip));   // also zeroes the gradients
     t->step = s;
     t->tokens_total += m->tokens;
 

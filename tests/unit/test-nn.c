@@ -210,6 +210,15 @@ static void test_matmul(void)
     fd_grad(&fd, w_d, OC * C, num);
     check_grad("matmul dweight only", dw1, dw0, num, OC * C, 1e-5, 1e-4);
 
+    // matmul_backward_set_dinp: dinp overwritten (whatever it held), dweight/dbias accumulated
+    float *dinp2 = fcopy(dinp0, N * C), *dw2 = fcopy(dw0, OC * C), *db2 = fcopy(db0, OC), *zeros = fnew(N * C);
+    matmul_backward_set_dinp(dinp2, dw2, db2, dout, inp, w, N, C, OC);
+    fd_grad(&fd, inp_d, N * C, num);
+    check_grad("matmul_backward_set_dinp dinp", dinp2, zeros, num, N * C, 1e-5, 1e-4);
+    CHECK_MSG(!memcmp(dw2, dw, OC * C * sizeof(float)) && !memcmp(db2, db, OC * sizeof(float)),
+              "matmul_backward_set_dinp dweight/dbias accumulate as matmul_backward's");
+    free(dinp2); free(dw2); free(db2); free(zeros);
+
     free(inp); free(w); free(b); free(out); free(inp_d); free(w_d); free(b_d); free(out_d);
     free(dout); free(dinp); free(dw); free(db); free(g); free(dinp0); free(dw0); free(db0);
     free(num); free(dw1);
@@ -252,6 +261,15 @@ static void test_rmsnorm_shape(const char *name, int N, int C, float eps)
     fd_grad(&fd, w_d, C, num);
     snprintf(what, sizeof what, "%s dweight", name);
     check_grad(what, dw, dw0, num, C, 1e-5, 1e-4);
+
+    // rmsnorm_backward_set_dinp: dinp overwritten, dweight accumulated
+    float *dinp2 = fcopy(dinp0, N * C), *dw2 = fcopy(dw0, C), *zeros = fnew(N * C);
+    rmsnorm_backward_set_dinp(dinp2, dw2, dout, inp, w, rstd, N, C);
+    fd_grad(&fd, inp_d, N * C, num);
+    snprintf(what, sizeof what, "%s set dinp", name);
+    check_grad(what, dinp2, zeros, num, N * C, 1e-5, 1e-4);
+    CHECK_MSG(!memcmp(dw2, dw, C * sizeof(float)), "%s set: dweight as rmsnorm_backward's", name);
+    free(dinp2); free(dw2); free(zeros);
 
     free(inp); free(w); free(out); free(rstd); free(inp_d); free(w_d); free(out_d);
     free(dout); free(dinp); free(dw); free(g); free(num); free(dinp0); free(dw0);
@@ -482,6 +500,29 @@ static void test_swiglu(void)
     fd_grad(&fd, up_d, n, num);
     check_grad("swiglu dup", dup, dup0, num, n, 1e-5, 1e-4);
 
+    // one gradient at a time, accumulating and overwriting (swiglu_backward_set)
+    float *zeros = fnew(n), *a = fnew(n), *b = fnew(n);
+    double *num_up = dnew(n);
+    fd_grad(&fd, gate_d, n, num);
+    fd_grad(&fd, up_d, n, num_up);
+    memcpy(a, dgate0, n * sizeof(float));
+    swiglu_backward(a, NULL, dout, gate, up, N, FF);
+    CHECK_MSG(!memcmp(a, dgate, n * sizeof(float)), "swiglu dgate alone = dgate of both");
+    memcpy(b, dup0, n * sizeof(float));
+    swiglu_backward(NULL, b, dout, gate, up, N, FF);
+    CHECK_MSG(!memcmp(b, dup, n * sizeof(float)), "swiglu dup alone = dup of both");
+    memcpy(a, dgate0, n * sizeof(float)), memcpy(b, dup0, n * sizeof(float));
+    swiglu_backward_set(a, b, dout, gate, up, N, FF);
+    check_grad("swiglu_backward_set dgate", a, zeros, num, n, 1e-5, 1e-4);
+    check_grad("swiglu_backward_set dup", b, zeros, num_up, n, 1e-5, 1e-4);
+    memcpy(a, dgate0, n * sizeof(float));
+    swiglu_backward_set(a, NULL, dout, gate, up, N, FF);
+    check_grad("swiglu_backward_set dgate alone", a, zeros, num, n, 1e-5, 1e-4);
+    memcpy(b, dup0, n * sizeof(float));
+    swiglu_backward_set(NULL, b, dout, gate, up, N, FF);
+    check_grad("swiglu_backward_set dup alone", b, zeros, num_up, n, 1e-5, 1e-4);
+    free(zeros); free(a); free(b); free(num_up);
+
     free(gate); free(up); free(out); free(gate_d); free(up_d); free(out_d);
     free(dout); free(dgate); free(dup); free(g); free(num); free(dgate0); free(dup0);
 }
@@ -612,6 +653,30 @@ static void test_lsg_case(const char *name, int use_rows, int K, float temperatu
     fd_grad(&fd, w_d, V * C, num);
     snprintf(what, sizeof what, "logsoftmax_gather %s dwlm", name);
     check_grad(what, dw, dw0, num, V * C, 2e-5, 1e-4);
+
+    if (!with_entropy) {
+        // logsoftmax_gather_fused: the same logp, lse, dh, dwlm, bitwise, from one logits product
+        // per chunk; dh and dwlm against finite differences too, on their own
+        float *logp1 = fnew(M * K), *lse1 = fnew(M);
+        float *dh1 = fcopy(dh0, NH_ * C), *dw1 = fcopy(dw0, V * C);
+        logsoftmax_gather_fused(logp1, lse1, dh1, dw1, dlogp, h, w, rows, ids, M, K, C, V,
+                                temperature, scratch, scratch_size);
+        CHECK_MSG(!memcmp(logp1, logp, M * K * sizeof(float)) && !memcmp(lse1, lse, M * sizeof(float)),
+                  "%s fused logp/lse bitwise = forward", name);
+        CHECK_MSG(!memcmp(dh1, dh, NH_ * C * sizeof(float)) && !memcmp(dw1, dw, V * C * sizeof(float)),
+                  "%s fused dh/dwlm bitwise = backward", name);
+        fd_grad(&fd, h_d, NH_ * C, num);
+        snprintf(what, sizeof what, "logsoftmax_gather_fused %s dh", name);
+        check_grad(what, dh1, dh0, num, NH_ * C, 2e-5, 1e-4);
+        fd_grad(&fd, w_d, V * C, num);
+        snprintf(what, sizeof what, "logsoftmax_gather_fused %s dwlm", name);
+        check_grad(what, dw1, dw0, num, V * C, 2e-5, 1e-4);
+        // NULL gradients: only the forward outputs
+        logsoftmax_gather_fused(logp1, lse1, NULL, NULL, dlogp, h, w, rows, ids, M, K, C, V,
+                                temperature, scratch, scratch_size);
+        CHECK_MSG(!memcmp(logp1, logp, M * K * sizeof(float)), "%s fused without gradients", name);
+        free(logp1); free(lse1); free(dh1); free(dw1);
+    }
 
     free(ids); free(h); free(w); free(h_d); free(w_d); free(scratch); free(logp); free(lse);
     free(ent); free(tlp); free(tid); free(tid_d); free(logp_d); free(lse_d); free(ent_d);
