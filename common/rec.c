@@ -233,6 +233,21 @@ const msgpack_object *rec_header_find(const msgpack_object *h, const char *key)
     return NULL;
 }
 
+void rec_check_tokenizer(const struct rec_reader *r, const msgpack_object *header, const char *mine,
+                         const char *path, const char *whose)
+{
+    const msgpack_object *h = rec_header_find(header, "tokenizer_xxh3");
+    if (!h) {
+        log_warn("%s: the header has no tokenizer_xxh3: cannot check that the records were tokenized for %s",
+                 r->name, path);
+        return;
+    }
+    if (h->type != MSGPACK_OBJECT_STR) rec_fail(r, "field \"tokenizer_xxh3\": expected str, got %s", rec_type_name(h->type));
+    if (h->via.str.size != strlen(mine) || memcmp(h->via.str.ptr, mine, h->via.str.size))
+        die(EX_DATAERR, "%s: the records were tokenized with tokenizer_xxh3 %.*s, but %s tokenizer %s has %s",
+            r->name, (int)h->via.str.size, h->via.str.ptr, whose, path, mine);
+}
+
 // Copies a msgpack str into a short printable buffer for messages.
 static const char *str_show(const msgpack_object *o, char *buf, size_t cap)
 {

@@ -88,6 +88,11 @@ const msgpack_object *rec_get(const msgpack_object *map, const char *key);   // 
 // A header field, from the header itself or else the nearest header down its "upstream" chain
 // (stages that do not re-state, e.g., tokenizer_xxh3 still carry it in their provenance).
 const msgpack_object *rec_header_find(const msgpack_object *header, const char *key);
+// Checks that the stream was tokenized with the tokenizer whose xxh3 hex is `mine` (at `path`):
+// exit 65 naming both hashes when the header chain's tokenizer_xxh3 differs; a warning when the
+// chain has none. `whose` names the other side in messages ("the model's", "the teacher's").
+void rec_check_tokenizer(const struct rec_reader *r, const msgpack_object *header, const char *mine,
+                         const char *path, const char *whose);
 bool rec_key_is(const msgpack_object *key, const char *s);
 const char *rec_type_name(msgpack_object_type t);
 // Required fields: exit 65 naming the field when missing or of the wrong type.

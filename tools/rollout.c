@@ -177,22 +177,6 @@ static void make_config(struct gen_config *gc, const struct model *m, const stru
     for (int i = 0; i < opt.nstop; i++) gc->stop[i] = opt.stop[i];
 }
 
-// The input's tokenizer_xxh3 (its header's, else the nearest upstream header's) must be ours.
-static void check_header(const struct rec_reader *r, const msgpack_object *hdr, const struct tokenizer *tok)
-{
-    const msgpack_object *h = rec_header_find(hdr, "tokenizer_xxh3");
-    if (!h) {
-        log_warn("%s: the header has no tokenizer_xxh3: cannot check that the prompts were tokenized for %s",
-                 r->name, opt.model);
-        return;
-    }
-    if (h->type != MSGPACK_OBJECT_STR) rec_fail(r, "field \"tokenizer_xxh3\": expected str, got %s", rec_type_name(h->type));
-    const char *mine = tokenizer_hash_hex(tok);
-    if (h->via.str.size != strlen(mine) || memcmp(h->via.str.ptr, mine, h->via.str.size))
-        die(EX_DATAERR, "%s: the prompts were tokenized with tokenizer_xxh3 %.*s, but the model's tokenizer %s has %s",
-            r->name, (int)h->via.str.size, h->via.str.ptr, tokenizer_path(tok), mine);
-}
-
 // One prompt of the current batch: the record's bytes (to pass its fields through) and its prompt.
 struct prompt {
     msgpack_sbuffer raw;
@@ -299,7 +283,7 @@ int main(int argc, char **argv)
     struct rec_writer w;
     rec_reader_open(&r, stdin, "<stdin>", opt.max_record_bytes);
     const msgpack_object *hdr = rec_read_header(&r, schemas, "rollout reads prompts from tokenize");
-    check_header(&r, hdr, tok);
+    rec_check_tokenizer(&r, hdr, tokenizer_hash_hex(tok), tokenizer_path(tok), "the model's");
     rec_writer_open(&w, stdout);
     rec_write_header(&w, "srlm.samples", hdr, 7, pack_header, &x);
     rec_flush(&w);

@@ -133,22 +133,6 @@ static void pack_header(struct rec_writer *w, void *p)
     rec_pack_key(w, "vocab_limit"); rec_pack_int(w, t->Vt);
 }
 
-// The input's tokenizer_xxh3 (its header's, else the nearest upstream header's) must be ours.
-static void check_header(const struct rec_reader *r, const msgpack_object *hdr, const struct tokenizer *tok)
-{
-    const msgpack_object *h = rec_header_find(hdr, "tokenizer_xxh3");
-    if (!h) {
-        log_warn("%s: the header has no tokenizer_xxh3: cannot check that the records were tokenized for %s",
-                 r->name, opt.model);
-        return;
-    }
-    if (h->type != MSGPACK_OBJECT_STR) rec_fail(r, "field \"tokenizer_xxh3\": expected str, got %s", rec_type_name(h->type));
-    const char *mine = tokenizer_hash_hex(tok);
-    if (h->via.str.size != strlen(mine) || memcmp(h->via.str.ptr, mine, h->via.str.size))
-        die(EX_DATAERR, "%s: the records were tokenized with tokenizer_xxh3 %.*s, but the teacher's tokenizer %s has %s",
-            r->name, (int)h->via.str.size, h->via.str.ptr, tokenizer_path(tok), mine);
-}
-
 // One record of the batch: its bytes (re-read when writing) and its tokens and mask.
 struct item {
     msgpack_sbuffer raw;
@@ -280,7 +264,7 @@ int main(int argc, char **argv)
     struct rec_writer w;
     rec_reader_open(&r, stdin, "<stdin>", opt.max_record_bytes);
     t.hdr = rec_read_header(&r, schemas, "teacher-logits reads the output of tokenize or rollout");
-    check_header(&r, t.hdr, t.tok);
+    rec_check_tokenizer(&r, t.hdr, tokenizer_hash_hex(t.tok), tokenizer_path(t.tok), "the teacher's");
     const msgpack_object *schema = rec_get(t.hdr, "schema");
     char *schema_name = xmalloc(schema->via.str.size + 1);
     memcpy(schema_name, schema->via.str.ptr, schema->via.str.size);
