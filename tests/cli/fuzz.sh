@@ -19,7 +19,7 @@ for h in $(ls tests/fuzz/fuzz-*.c | sed 's|.*/fuzz-||; s|\.c$||'); do
     if nice -n 10 tests/fuzz/run.sh --runs "$runs" "$h" >"$TMP/$h.out" 2>"$TMP/$h.err"; then
         ok
     else
-        bad "fuzz-$h: $(cat "$TMP/$h.out") $(head -c 600 "$TMP/$h.err")"
+        bad "fuzz-$h: $(cat "$TMP/$h.out") $(head -c 2400 "$TMP/$h.err")"
     fi
     cat "$TMP/$h.out" >&2
 done

@@ -62,6 +62,7 @@ for h in "${harnesses[@]}"; do
         res=FAIL
         echo "fuzz-$h: failure:" >&2
         grep -E 'ERROR|SUMMARY|property|trap:|Test unit written' "$log" | sort -u | head -n 8 >&2
+        grep -E '^ +#[0-9]+ ' "$log" | head -n 12 >&2   # the first stack: enough to diagnose a flake
         a=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -n 1)
         [ -n "$a" ] && echo "fuzz-$h: reproduce: $bin $a" >&2
     fi

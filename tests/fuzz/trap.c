@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <pcre2.h>
 #include <sanitizer/allocator_interface.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,6 +21,15 @@
 static jmp_buf trap_env;
 static volatile int trap_active;   // inside trap_run: exit() longjmps, resources are tracked
 static volatile int trap_status;
+static pthread_t trap_thread;      // the thread inside trap_run
+
+// Only the thread running trap_run is tracked. libFuzzer's RSS-limit thread (and any pool
+// thread) allocates and frees at its own times: a block it allocated while an input was dying
+// would be freed by release_all() and then again by its owner (a flaky double free in CI).
+static int tracking(void)
+{
+    return trap_active && pthread_equal(pthread_self(), trap_thread);
+}
 
 // ---------------------------------------------------------------------------------------------
 // live heap blocks allocated inside trap_run: a dense array of the pointers (released in one
@@ -94,12 +104,12 @@ static void heap_clear(int release)
 
 static void malloc_hook(const volatile void *p, size_t n)
 {
-    if (trap_active && p) heap_add((uintptr_t)p);
+    if (p && tracking()) heap_add((uintptr_t)p);
 }
 
 static void free_hook(const volatile void *p)
 {
-    if (trap_active && p) heap_del((uintptr_t)p);
+    if (p && tracking()) heap_del((uintptr_t)p);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -113,7 +123,7 @@ static size_t nres;
 
 static void res_add(int kind, void *p, size_t n)
 {
-    if (!trap_active) return;
+    if (!tracking()) return;
     if (nres == RES_MAX) {
         static const char msg[] = "trap: too many open resources to track\n";
         (void)!write(2, msg, sizeof msg - 1);
@@ -124,7 +134,7 @@ static void res_add(int kind, void *p, size_t n)
 
 static void res_del(int kind, void *p)
 {
-    if (!trap_active) return;
+    if (!tracking()) return;
     for (size_t i = nres; i-- > 0;)
         if (res[i].kind == kind && res[i].p == p) {
             res[i] = res[--nres];
@@ -243,7 +253,7 @@ void __wrap_pcre2_jit_stack_free_8(pcre2_jit_stack *s)
 
 _Noreturn void __wrap_exit(int code)
 {
-    if (trap_active) {
+    if (tracking()) {
         trap_status = code;
         longjmp(trap_env, 1);
     }
@@ -290,6 +300,7 @@ int trap_run(void (*fn)(void *), void *arg)
         release_all();
         return trap_status;
     }
+    trap_thread = pthread_self();
     trap_active = 1;
     fn(arg);
     // A normal return: the code under test released what it had to (LeakSanitizer checks).
