@@ -4,9 +4,19 @@
 #include <blis.h>
 #include <immintrin.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "util.h"
+
+static inline float bf16_bits_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
 
 static int blas_nthreads = 1;
 
@@ -127,6 +137,48 @@ smallm_kernel(float out[4][4], const float *A, int lda, const float *B, int ldb,
         }
 }
 
+// The same with B in bf16. 16 bf16 of a B row load as eight 32-bit words w_i = B[2i] | B[2i+1]<<16;
+// w & 0xffff0000 is B[2i+1] as an f32 and w << 16 is B[2i], both exact, so a block of 16 costs
+// one load, one and, one shift (Zen 1 has one vector-shift pipe: widening every element with
+// vpmovzxwd + vpslld, the shift was the bottleneck) and two FMAs against Ap, the rows of A
+// permuted the same way per block of 16 (bf16_permute_a). The K % 16 tail is scalar on A itself.
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+bf16_kernel(float out[4][4], const float *A, int lda, const float *Ap, int ldap, const uint16_t *B,
+            int ldb, int K, int nj, const int NM, const int NJ)
+{
+    __m256 acc[4][4];
+    _Pragma("GCC unroll 4") for (int r = 0; r < NM; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < NJ; c++)
+            acc[r][c] = _mm256_setzero_ps();
+    const uint16_t *b[4];
+    _Pragma("GCC unroll 4") for (int c = 0; c < NJ; c++)
+        b[c] = B + (size_t)(c < nj ? c : nj - 1) * ldb;
+    const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+    int K16 = K & ~15;
+    for (int k = 0; k < K16; k += 16) {
+        __m256 we[4], wo[4];
+        _Pragma("GCC unroll 4") for (int c = 0; c < NJ; c++) {
+            __m256i w = _mm256_loadu_si256((const __m256i *)(b[c] + k));
+            wo[c] = _mm256_castsi256_ps(_mm256_and_si256(w, hi));
+            we[c] = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+        }
+        _Pragma("GCC unroll 4") for (int r = 0; r < NM; r++) {
+            __m256 xe = _mm256_loadu_ps(Ap + (size_t)r * ldap + k);
+            __m256 xo = _mm256_loadu_ps(Ap + (size_t)r * ldap + k + 8);
+            _Pragma("GCC unroll 4") for (int c = 0; c < NJ; c++)
+                acc[r][c] = _mm256_fmadd_ps(xo, wo[c], _mm256_fmadd_ps(xe, we[c], acc[r][c]));
+        }
+    }
+    for (int r = 0; r < NM; r++)
+        for (int c = 0; c < nj; c++) {
+            const float *ar = A + (size_t)r * lda;
+            float s = hsum256(acc[r][c]);
+            for (int k = K16; k < K; k++)
+                s += ar[k] * bf16_bits_to_f32(b[c][k]);
+            out[r][c] = s;
+        }
+}
+
 // NJ = 4 columns for one or two rows of A (several B streams keep the memory busy: the
 // matrix-vector case is bandwidth-bound), NJ = 2 for up to four rows (fewer reloads of A).
 __attribute__((target("avx2,fma"))) static void smallm_block(float out[4][4], const float *A, int lda,
@@ -140,9 +192,42 @@ __attribute__((target("avx2,fma"))) static void smallm_block(float out[4][4], co
     }
 }
 
-static void sgemm_smallm(int M, int N, int K, float alpha, const float *A, int lda, const float *B,
-                         int ldb, float beta, float *C, int ldc)
+// The same blocks with B in bf16.
+__attribute__((target("avx2,fma"))) static void smallm_block_bf16(float out[4][4], const float *A, int lda,
+                                                                 const float *Ap, int ldap, const uint16_t *B,
+                                                                 int ldb, int K, int nm, int nj)
 {
+    switch (nm) {
+    case 1: bf16_kernel(out, A, lda, Ap, ldap, B, ldb, K, nj, 1, 4); break;
+    case 2: bf16_kernel(out, A, lda, Ap, ldap, B, ldb, K, nj, 2, 4); break;
+    case 3: bf16_kernel(out, A, lda, Ap, ldap, B, ldb, K, nj, 3, 2); break;
+    default: bf16_kernel(out, A, lda, Ap, ldap, B, ldb, K, nj, 4, 2); break;
+    }
+}
+
+// Ap(M, K & ~15): each block of 16 of A's rows as its 8 even then its 8 odd elements (bf16_kernel).
+static float *bf16_permute_a(const float *A, int lda, int M, int K)
+{
+    int K16 = K & ~15;
+    float *Ap = xmalloc((size_t)M * (K16 ? K16 : 1) * sizeof(float));
+    for (int r = 0; r < M; r++)
+        for (int k = 0; k < K16; k += 16)
+            for (int i = 0; i < 8; i++) {
+                Ap[(size_t)r * K16 + k + i] = A[(size_t)r * lda + k + 2 * i];
+                Ap[(size_t)r * K16 + k + 8 + i] = A[(size_t)r * lda + k + 2 * i + 1];
+            }
+    return Ap;
+}
+#endif
+
+// C(M,N) = alpha·A·Bᵀ + beta·C in blocks of JB B rows (a thread's share, static schedule), the
+// rows of A in groups of up to 4 against each block while it sits in L1. B is f32 or (bf16) bf16;
+// without AVX2/FMA (simd == false) the same dots are formed by a scalar loop in the same grouping.
+static void smallm_gemm(int M, int N, int K, float alpha, const float *A, int lda, const void *B,
+                        int ldb, bool bf16, float beta, float *C, int ldc, bool simd)
+{
+    float *Ap = simd && bf16 ? bf16_permute_a(A, lda, M, K) : NULL;
+    int ldap = K & ~15;
     int JB = M <= 2 ? 4 : 2;   // columns per block, as smallm_block picks its kernel
     int nblk = (N + JB - 1) / JB;
     #pragma omp parallel for schedule(static) num_threads(omp_in_parallel() ? 1 : blas_nthreads) if (!omp_in_parallel() && blas_nthreads > 1 && (size_t)N * K >= 65536)
@@ -152,7 +237,24 @@ static void sgemm_smallm(int M, int N, int K, float alpha, const float *A, int l
             int nm = M - m0 < 4 ? M - m0 : 4;
             if (JB == 4 && nm > 2) nm = 2;   // unreachable (M <= 2), keeps the kernel choice honest
             float out[4][4];
-            smallm_block(out, A + (size_t)m0 * lda, lda, B + (size_t)j * ldb, ldb, K, nm, nj);
+            const float *a = A + (size_t)m0 * lda;
+#if defined(__x86_64__) || defined(__i386__)
+            if (simd && bf16)
+                smallm_block_bf16(out, a, lda, Ap + (size_t)m0 * ldap, ldap, (const uint16_t *)B + (size_t)j * ldb,
+                                  ldb, K, nm, nj);
+            else if (simd) smallm_block(out, a, lda, (const float *)B + (size_t)j * ldb, ldb, K, nm, nj);
+            else
+#endif
+            for (int r = 0; r < nm; r++)
+                for (int c = 0; c < nj; c++) {
+                    const float *ar = a + (size_t)r * lda;
+                    const void *bc = bf16 ? (const void *)((const uint16_t *)B + (size_t)(j + c) * ldb)
+                                          : (const void *)((const float *)B + (size_t)(j + c) * ldb);
+                    float s = 0;
+                    for (int k = 0; k < K; k++)
+                        s += ar[k] * (bf16 ? bf16_bits_to_f32(((const uint16_t *)bc)[k]) : ((const float *)bc)[k]);
+                    out[r][c] = s;
+                }
             for (int r = 0; r < nm; r++)
                 for (int c = 0; c < nj; c++) {
                     float *dst = C + (size_t)(m0 + r) * ldc + j + c;
@@ -160,8 +262,18 @@ static void sgemm_smallm(int M, int N, int K, float alpha, const float *A, int l
                 }
         }
     }
+    free(Ap);
 }
-#endif
+
+void sgemm_bf16_nt(int M, int N, int K, const float *A, int lda, const uint16_t *B, int ldb,
+                   float beta, float *C, int ldc)
+{
+    ASSERT(M >= 0 && N >= 0 && K >= 0);
+    if (M == 0 || N == 0) return;
+    static int simd = -1;
+    if (simd < 0) simd = cpu_has_avx2_fma();
+    smallm_gemm(M, N, K, 1.0f, A, lda, B, ldb, true, beta, C, ldc, simd);
+}
 
 void sgemm_rm(bool trans_a, bool trans_b, int M, int N, int K,
               float alpha, const float *A, int lda, const float *B, int ldb,
@@ -184,7 +296,7 @@ void sgemm_rm(bool trans_a, bool trans_b, int M, int N, int K,
     if (smallm_ok < 0)
         smallm_ok = cpu_has_avx2_fma() && !getenv("SRLM_NO_SMALLM");
     if (M <= SMALLM_MAX && !trans_a && trans_b && smallm_ok) {
-        sgemm_smallm(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        smallm_gemm(M, N, K, alpha, A, lda, B, ldb, false, beta, C, ldc, true);
         return;
     }
 #endif

@@ -23,6 +23,7 @@
 #define SRLM_BLAS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 void blas_init(int threads);
 int blas_threads(void);
@@ -32,5 +33,12 @@ const char *blas_arch_name(void);
 void sgemm_rm(bool trans_a, bool trans_b, int M, int N, int K,
               float alpha, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc);
+
+// C(M,N) = A(M,K)·B(N,K)ᵀ + beta·C (beta 0 or 1) with B in bf16: each uint16_t is the upper half
+// of an f32, widened exactly. For decoding from bf16 weights (half the bytes of f32 to stream per
+// token); any M, meant for few rows (the sequences decoded together). Each element of C is one dot
+// product summed in a fixed order by one thread: the same bits at every thread count.
+void sgemm_bf16_nt(int M, int N, int K, const float *A, int lda, const uint16_t *B, int ldb,
+                   float beta, float *C, int ldc);
 
 #endif

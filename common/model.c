@@ -393,6 +393,7 @@ void model_init(struct model *m, struct model_config *cfg)
 void model_free(struct model *m)
 {
     free(m->params_memory);
+    free(m->bf16_memory);
     model_config_free(&m->cfg);
     memset(m, 0, sizeof *m);
 }
@@ -444,6 +445,17 @@ void model_round(struct model *m, enum safetensors_dtype dtype)
     for (size_t i = 0; i < m->cfg.num_params; i++)
         x[i] = dtype == SAFETENSORS_BF16 ? bf16_to_f32(f32_to_bf16(x[i]))
              : dtype == SAFETENSORS_F16 ? f16_to_f32(f32_to_f16(x[i])) : x[i];
+}
+
+void model_use_bf16(struct model *m)
+{
+    model_round(m, SAFETENSORS_BF16);
+    if (!m->bf16_memory) m->bf16_memory = xmalloc(m->cfg.num_params * sizeof *m->bf16_memory);
+    const float *x = m->params_memory;
+    uint16_t *h = m->bf16_memory;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < m->cfg.num_params; i++)
+        h[i] = f32_to_bf16(x[i]);
 }
 
 uint64_t model_hash(const struct model *m)

@@ -113,6 +113,7 @@ struct model {
     struct model_params params;
     float *params_memory;     // cfg.num_params floats
     long long step;           // checkpoint metadata "srlm_step"; -1 if none
+    uint16_t *bf16_memory;    // NULL, or a bf16 mirror of params_memory for decoding (model_use_bf16)
 };
 
 // One Hugging Face tensor of the layout.
@@ -169,6 +170,16 @@ void model_save(const struct model *m, const char *dir, enum safetensors_dtype d
 void model_free(struct model *m);
 // Rounds the weights in memory to what a save in dtype stores (no-op for F32).
 void model_round(struct model *m, enum safetensors_dtype dtype);
+// Decoding from bf16 weights: rounds the weights to bf16 (model_round) and keeps a bf16 copy
+// beside them, which lm_decode's matrix products then read (half the bytes per token). Every
+// other path (prefill, training forward) computes with the rounded f32 weights, so all of them
+// see one model. Exact for a checkpoint stored in bf16, whose weights are already bf16 values.
+void model_use_bf16(struct model *m);
+// The bf16 copy of the f32 tensor at w (a pointer into m->params_memory).
+static inline const uint16_t *model_bf16_at(const struct model *m, const float *w)
+{
+    return m->bf16_memory + (w - m->params_memory);
+}
 // xxh3-64 over the f32 parameter bytes, tensor by tensor in canonical order ("model_xxh3").
 uint64_t model_hash(const struct model *m);
 // Copies tokenizer.json (required) and, when present, tokenizer_config.json,

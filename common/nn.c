@@ -31,6 +31,11 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
 // (GCC target_clones, an ifunc), because the project's baseline -march has no AVX. "no-trapping-
 // math" lets GCC turn the clamps into blends; nothing here reads floating-point exception flags.
 // The clone is fixed per machine, so results stay bitwise reproducible there.
+// Element-wise loops open a parallel region only above this many elements: a decode step (one
+// row per sequence) has ~15 such loops per layer, and waking the other thread for each (a futex
+// round trip under OMP_WAIT_POLICY=PASSIVE) cost more than the loop. Row-wise results do not
+// depend on the thread count either way.
+#define PAR_MIN_WORK 32768
 #define NN_VEC __attribute__((target_clones("avx512f", "avx2", "default"), optimize("no-trapping-math")))
 
 __attribute__((optimize("no-trapping-math")))
@@ -110,13 +115,23 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
     float beta = 0.0f;
     if (bias) {
         // Pre-fill with the bias and let the sgemm add onto it (beta = 1): one pass over out.
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if ((size_t)N * OC >= PAR_MIN_WORK)
         for (int n = 0; n < N; n++)
             memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
         beta = 1.0f;
     }
     // out(N,OC) = inp(N,C) · weight(OC,C)ᵀ
     sgemm_rm(false, true, N, OC, C, 1.0f, inp, C, weight, C, beta, out, OC);
+}
+
+void matmul_forward_bf16(float *out, const float *inp, const uint16_t *weight, const float *bias,
+                         int N, int C, int OC)
+{
+    ASSERT(N >= 0 && C > 0 && OC > 0);
+    if (bias)
+        for (int n = 0; n < N; n++)
+            memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
+    sgemm_bf16_nt(N, OC, C, inp, C, weight, C, bias ? 1.0f : 0.0f, out, OC);
 }
 
 // dinp_beta: 1 accumulates into dinp, 0 overwrites it (matmul_backward_set_dinp)
@@ -168,7 +183,7 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *wei
                      int N, int C, float eps)
 {
     ASSERT(N >= 0 && C > 0);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
@@ -272,7 +287,7 @@ void rope_forward(float *out, const float *inp, const float *cos_tab, const floa
     ASSERT(N >= 0 && nh > 0 && hs > 0 && hs % 2 == 0);
     int half = hs / 2;
     // q_embed = q * cos + rotate_half(q) * sin, rotate_half(x) = cat(-x2, x1)
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * nh * hs >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const float *c = cos_tab + (size_t)pos[n] * half, *s = sin_tab + (size_t)pos[n] * half;
         for (int h = 0; h < nh; h++) {
@@ -535,7 +550,7 @@ NN_VEC static void swiglu_backward_span(float *dgate, float *dup, const float *d
 void swiglu_forward(float *out, const float *gate, const float *up, int N, int FF)
 {
     ASSERT(N >= 0 && FF > 0);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * FF >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         size_t o = (size_t)n * FF;
         swiglu_forward_span(out + o, gate + o, up + o, FF);
@@ -571,7 +586,7 @@ void swiglu_backward_set(float *dgate, float *dup, const float *dout, const floa
 
 void residual_forward(float *out, const float *a, const float *b, size_t n)
 {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (n >= PAR_MIN_WORK)
     for (size_t i = 0; i < n; i++)
         out[i] = a[i] + b[i];
 }
@@ -589,7 +604,7 @@ void residual_backward(float *da, float *db, const float *dout, size_t n)
 
 void embedding_forward(float *out, const int *tokens, const float *wte, int N, int C)
 {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++)
         memcpy(out + (size_t)n * C, wte + (size_t)tokens[n] * C, (size_t)C * sizeof(float));
 }

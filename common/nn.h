@@ -48,6 +48,7 @@
 #define SRLM_NN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 // ----------------------------------------------------------------------------
 // positions
@@ -63,6 +64,9 @@ void matmul_forward(float *out,            // (N, OC)
                     const float *weight,   // (OC, C)
                     const float *bias,     // (OC) or NULL (Llama/Qwen3: none; Qwen2: q/k/v only)
                     int N, int C, int OC);
+// The same with the weight in bf16 (each uint16_t the upper half of an f32): decoding.
+void matmul_forward_bf16(float *out, const float *inp, const uint16_t *weight, const float *bias,
+                         int N, int C, int OC);
 // dinp += dout·weight, dweight += doutᵀ·inp, dbias += Σ_n dout[n]. Any of the three may be NULL.
 void matmul_backward(float *dinp,          // (N, C) or NULL
                      float *dweight,       // (OC, C) or NULL

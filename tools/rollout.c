@@ -32,14 +32,16 @@ static struct {
     const char *stop[GEN_MAX_STOP];
     long long seed;
     size_t max_record_bytes;
-} opt = {NULL, 1, 0, 256, 8, 0, 1.0, 1.0, 0.0, false, 0, {0}, 1337, REC_DEFAULT_MAX_BYTES};
+    bool bf16;
+} opt = {NULL, 1, 0, 256, 8, 0, 1.0, 1.0, 0.0, false, 0, {0}, 1337, REC_DEFAULT_MAX_BYTES, false};
 
 static void usage(FILE *f)
 {
     fprintf(f,
         "usage: rollout [-hqvV] [--greedy] [-G n] [--temperature t] [--top-p p] [--top-k k]\n"
         "               [--min-p p] [--max-new-tokens n] [--stop str]... [--seed s] [--threads n]\n"
-        "               [--batch-prompts n] [--max-record-bytes n] --model dir < examples > samples\n"
+        "               [--batch-prompts n] [--dtype f32|bf16] [--max-record-bytes n]\n"
+        "               --model dir < examples > samples\n"
         "\n"
         "Samples G completions per prompt of a srlm.examples stream; writes srlm.samples.\n"
         "\n"
@@ -55,6 +57,8 @@ static void usage(FILE *f)
         "      --seed S             random seed (default 1337)\n"
         "      --threads N          compute threads (default: BLIS_NUM_THREADS / OMP_NUM_THREADS, else 1)\n"
         "      --batch-prompts N    prompts decoded together (default 8; N x G sequences per batch)\n"
+        "      --dtype bf16         decode from bf16 weights: the policy rounded to bf16 (exact for a\n"
+        "                           bf16 checkpoint), half the memory traffic per token (default f32)\n"
         "      --max-record-bytes N largest input record (default 64M)\n"
         "  -q, --quiet              warnings and errors only\n"
         "  -v, --verbose            more detail\n"
@@ -70,7 +74,7 @@ static void usage(FILE *f)
 
 static void parse_args(int argc, char **argv)
 {
-    enum { O_TEMP = 256, O_TOPP, O_TOPK, O_MINP, O_GREEDY, O_MAXNEW, O_STOP, O_SEED, O_THREADS, O_BATCH, O_MAXREC };
+    enum { O_TEMP = 256, O_TOPP, O_TOPK, O_MINP, O_GREEDY, O_MAXNEW, O_STOP, O_SEED, O_THREADS, O_BATCH, O_MAXREC, O_DTYPE };
     static const struct option lo[] = {
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
         {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
@@ -80,7 +84,8 @@ static void parse_args(int argc, char **argv)
         {"greedy", no_argument, 0, O_GREEDY}, {"max-new-tokens", required_argument, 0, O_MAXNEW},
         {"stop", required_argument, 0, O_STOP}, {"seed", required_argument, 0, O_SEED},
         {"threads", required_argument, 0, O_THREADS}, {"batch-prompts", required_argument, 0, O_BATCH},
-        {"max-record-bytes", required_argument, 0, O_MAXREC}, {0, 0, 0, 0}};
+        {"max-record-bytes", required_argument, 0, O_MAXREC}, {"dtype", required_argument, 0, O_DTYPE},
+        {0, 0, 0, 0}};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "hVqvm:G:", lo, NULL)) != -1) {
@@ -105,6 +110,10 @@ static void parse_args(int argc, char **argv)
         case O_SEED: opt.seed = parse_int(optarg, 0, INT64_MAX, "--seed"); break;
         case O_THREADS: opt.threads = (int)parse_int(optarg, 1, 1024, "--threads"); break;
         case O_BATCH: opt.batch_prompts = (int)parse_int(optarg, 1, 1 << 16, "--batch-prompts"); break;
+        case O_DTYPE:
+            if (strcmp(optarg, "f32") && strcmp(optarg, "bf16")) usage_error("--dtype: f32 or bf16, not \"%s\"", optarg);
+            opt.bf16 = !strcmp(optarg, "bf16");
+            break;
         case O_MAXREC: opt.max_record_bytes = parse_size(optarg, 1024, (size_t)1 << 32, "--max-record-bytes"); break;
         default:
             if (optopt) usage_error("unknown option or missing value '-%c'", optopt);
@@ -137,8 +146,9 @@ static void pack_header(struct rec_writer *w, void *p)
     rec_pack_key(w, "eos_ids"); rec_pack_i32_array(w, gc->eos, (size_t)gc->neos);
     rec_pack_key(w, "seed"); rec_pack_int(w, opt.seed);
     rec_pack_key(w, "options");
-    rec_pack_map(w, 11);
+    rec_pack_map(w, 12);
     rec_pack_key(w, "model"); rec_pack_str(w, opt.model);
+    rec_pack_key(w, "dtype"); rec_pack_str(w, opt.bf16 ? "bf16" : "f32");
     rec_pack_key(w, "group_size"); rec_pack_int(w, opt.G);
     rec_pack_key(w, "greedy"); rec_pack_bool(w, opt.greedy);
     rec_pack_key(w, "temperature"); rec_pack_double(w, opt.temperature);
@@ -276,7 +286,8 @@ int main(int argc, char **argv)
     struct gen_config gc;
     make_config(&gc, &m, tok);
     struct ctx x = {&m, tok, "", &gc};
-    hash_hex(model_hash(&m), x.model_hex);
+    hash_hex(model_hash(&m), x.model_hex);   // the policy as loaded, which rl-step trains
+    if (opt.bf16) model_use_bf16(&m);
 
     static const char *schemas[] = {"srlm.examples", NULL};
     struct rec_reader r;

@@ -52,7 +52,26 @@ rollout --model "$M" --greedy -G 2 --max-new-tokens 12 < "$TMP/q.mp" 2>"$TMP/err
 expect_eq "$(data "$TMP/g.jsonl" | wc -l)" 22 "greedy: 11 prompts x 2 samples"
 if $PY "$CHK" samples "$M" "$TMP/g.jsonl" --greedy --max-new-tokens 12 --eos 13 > "$TMP/chk" 2>&1; then ok
 else bad "greedy rollout differs from ref_model generate: $(tail -n 3 "$TMP/chk")"; fi
+
 grep -q 'tok/s=' "$TMP/err" && ok || bad "tokens/s reported on stderr"
+
+# --- --dtype bf16: decoding from bf16 weights. On a checkpoint stored in bf16 (PyTorch wrote it)
+# nothing is rounded, so greedy completions and log-probs still match the PyTorch reference; on an
+# f32 checkpoint the header names the policy as loaded (rl-step trains those weights).
+$PY "$REF" init "$M.json" "$TMP/mb" --seed 5 --randomize-all --std 0.3 --dtype bf16 >/dev/null && cp "$TOP/tests/data/tok-tiny/"* "$TMP/mb/"
+rollout --model "$TMP/mb" --dtype bf16 --greedy -G 2 --max-new-tokens 12 < "$TMP/q.mp" 2>"$TMP/err" | to-json > "$TMP/gb.jsonl"
+expect_eq "$(data "$TMP/gb.jsonl" | wc -l)" 22 "bf16 greedy: 11 prompts x 2 samples"
+if $PY "$CHK" samples "$TMP/mb" "$TMP/gb.jsonl" --greedy --max-new-tokens 12 --eos 13 > "$TMP/chk" 2>&1; then ok
+else bad "bf16 greedy rollout differs from ref_model generate on the bf16 checkpoint: $(tail -n 3 "$TMP/chk")"; fi
+expect_eq "$(head -n 1 "$TMP/gb.jsonl" | jq -r .options.dtype)" bf16 "header options.dtype"
+rollout --model "$TMP/mb" --greedy -G 2 --max-new-tokens 12 < "$TMP/q.mp" 2>/dev/null | to-json > "$TMP/gb32.jsonl"
+expect_eq "$(data "$TMP/gb.jsonl" | jq -c .tokens | md5sum)" "$(data "$TMP/gb32.jsonl" | jq -c .tokens | md5sum)" \
+    "bf16 checkpoint: --dtype bf16 and f32 decode the same tokens"
+rollout --model "$M" --dtype bf16 --greedy --max-new-tokens 4 < "$TMP/q1.mp" 2>/dev/null | to-json > "$TMP/gbf.jsonl"
+expect_eq "$(head -n 1 "$TMP/gbf.jsonl" | jq -r .model_xxh3)" "$(head -n 1 "$TMP/g.jsonl" | jq -r .model_xxh3)" \
+    "--dtype bf16 on an f32 checkpoint: model_xxh3 is the policy as loaded"
+expect_rc 64 "--dtype f16" -- rollout --model "$M" --dtype f16
+expect_err "--dtype: f32 or bf16" "--dtype message"
 data "$TMP/g.jsonl" | jq -se 'map(select(.id == "c1")) | length == 2 and all(.prompt_len == 3 and .tokens[0:3] == [12, 1, 0] and .completion == "ab")' >/dev/null \
     && ok || bad "a record with a completion contributes its prompt only (fields pass through)"
 

@@ -266,11 +266,18 @@ static void check_gradients(const char *arch, int tied)
     free(gmem), loss_ws_free(&w), lm_acts_free(&a), batch_free(&b), model_free(&m);
 }
 
-// Decoding with the cache gives the training forward's logits at every position.
-static void check_decode(const char *arch)
+// Decoding with the cache gives the training forward's logits at every position; with bf16
+// decoding (model_use_bf16), the logits of the training forward on the rounded weights.
+static void check_decode(const char *arch, bool bf16)
 {
     struct model m;
     tiny_model(&m, arch, 0, 11);
+    if (bf16) {
+        float w0 = m.params.qw[1];
+        model_use_bf16(&m);
+        CHECK_MSG(m.params.qw[1] == bf16_to_f32(f32_to_bf16(w0)) && m.params.qw[1] != w0,
+                  "%s: model_use_bf16 rounds the f32 weights", arch);
+    }
     int V = m.cfg.V, C = m.cfg.C, T = 9, P = 4;
     int toks[9];
     for (int t = 0; t < T; t++) toks[t] = (t * 7 + 3) % V;
@@ -291,7 +298,8 @@ static void check_decode(const char *arch)
         lm_decode(&m, &c, &toks[t], &slot, 1, dec);
         for (int j = 0; j < V; j++) worst = fmax(worst, fabs(dec[j] - full[(size_t)t * V + j]));
     }
-    CHECK_MSG(worst < 1e-4, "%s: cached decode differs from the full forward by %g", arch, worst);
+    CHECK_MSG(worst < 1e-4, "%s%s: cached decode differs from the full forward by %g", arch,
+              bf16 ? " (bf16 weights)" : "", worst);
     free(full), free(dec), lm_cache_free(&c), lm_acts_free(&a), model_free(&m);
 }
 
@@ -332,7 +340,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < 3; i++) {
         check_gradients(arch[i], 0);
         check_gradients(arch[i], 1);
-        check_decode(arch[i]);
+        check_decode(arch[i], false);
+        check_decode(arch[i], true);
         check_packing(arch[i]);
     }
     return test_finish("test-lm");

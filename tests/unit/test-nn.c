@@ -20,6 +20,7 @@
 #include "blas.h"
 #include "nn.h"
 #include "nn_ref.h"
+#include "safetensors.h"
 #include "test.h"
 #include "util.h"
 
@@ -222,6 +223,46 @@ static void test_matmul(void)
     free(inp); free(w); free(b); free(out); free(inp_d); free(w_d); free(b_d); free(out_d);
     free(dout); free(dinp); free(dw); free(db); free(g); free(dinp0); free(dw0); free(db0);
     free(num); free(dw1);
+}
+
+// matmul_forward_bf16 against a double reference on the weights' bf16 values: every row count the
+// kernel groups differently (1, 2, 3, 4 rows and remainders), output widths not a multiple of its
+// block, K not a multiple of 8 (the scalar tail), with and without bias; and the same bits at 1
+// and 2 threads.
+static void test_matmul_bf16(void)
+{
+    enum { C = 37, OC = 4099 };
+    static const int Ns[] = {1, 2, 3, 4, 5, 9, 16};
+    float *w = fnew((size_t)OC * C), *b = fnew(OC);
+    double *w_d = dnew((size_t)OC * C), *b_d = dnew(OC);
+    uint16_t *wh = xmalloc((size_t)OC * C * sizeof *wh);
+    fill(w, NULL, (size_t)OC * C, 1.0);
+    fill(b, b_d, OC, 1.0);
+    for (size_t i = 0; i < (size_t)OC * C; i++) {
+        wh[i] = f32_to_bf16(w[i]);
+        w_d[i] = bf16_to_f32(wh[i]);
+    }
+    for (size_t k = 0; k < sizeof Ns / sizeof *Ns; k++) {
+        int N = Ns[k];
+        float *inp = fnew((size_t)N * C), *out = fnew((size_t)N * OC), *out2 = fnew((size_t)N * OC);
+        double *inp_d = dnew((size_t)N * C), *out_d = dnew((size_t)N * OC);
+        fill(inp, inp_d, (size_t)N * C, 1.0);
+        char what[64];
+        for (int bias = 0; bias < 2; bias++) {
+            fill(out, NULL, (size_t)N * OC, 1.0);   // overwritten, whatever it held
+            matmul_forward_bf16(out, inp, wh, bias ? b : NULL, N, C, OC);
+            matmul_forward_ref(out_d, inp_d, w_d, bias ? b_d : NULL, N, C, OC);
+            snprintf(what, sizeof what, "matmul_forward_bf16 N=%d bias=%d", N, bias);
+            check_close(what, out, out_d, (size_t)N * OC, 1e-5, 1e-5);
+        }
+        blas_init(2);
+        matmul_forward_bf16(out2, inp, wh, b, N, C, OC);
+        blas_init(1);
+        CHECK_MSG(!memcmp(out, out2, (size_t)N * OC * sizeof(float)),
+                  "matmul_forward_bf16 N=%d: 1 and 2 threads differ", N);
+        free(inp), free(out), free(out2), free(inp_d), free(out_d);
+    }
+    free(w), free(b), free(w_d), free(b_d), free(wh);
 }
 
 // ----------------------------------------------------------------------------
@@ -815,6 +856,7 @@ int main(int argc, char **argv)
     if (verbose)
         fprintf(stderr, "BLIS kernels: %s\n", blas_arch_name());
     test_matmul();
+    test_matmul_bf16();
     test_rmsnorm();
     test_rope();
     test_attention();
