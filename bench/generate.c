@@ -4,10 +4,12 @@
 // and runs lm_decode on the B new tokens together (batch B = B sequences decoded at once).
 //
 //   build/bench/generate --shape tiny|small|qwen0.5b [--threads T] [--batch B] [--new-tokens 64]
-//                        [--prompt-len 32] [--temperature 1] [--config config.json]
+//                        [--prompt-len 32] [--temperature 1] [--config config.json] [--dtype f32|bf16]
+//
+// --dtype bf16 decodes from bf16 weights (model_use_bf16: what `rollout --dtype bf16` does).
 //
 // One JSON line: tok_per_s = B·new_tokens / decode time (sampling included, as torch counts it),
-// ms_per_step, prefill_tok_per_s, gbytes_per_s (f32 weight bytes streamed per decode step / step
+// ms_per_step, prefill_tok_per_s, gbytes_per_s (weight bytes (f32 or bf16) streamed per decode step / step
 // time: the bound at batch 1, where every step reads all the weights once), peak_rss_mb.
 // Shapes as in bench/train.c (bench/torch_train.py SHAPES).
 #include <jansson.h>
@@ -78,6 +80,7 @@ int main(int argc, char **argv)
     const char *shape = "small", *config = NULL;
     int threads = 1, B = 1, new_tokens = 64, plen = 32;
     double temp = 1.0;
+    bool bf16 = false;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) usage_error("%s: missing value", o);
@@ -88,6 +91,7 @@ int main(int argc, char **argv)
         else if (!strcmp(o, "--new-tokens")) new_tokens = (int)parse_int(v, 1, 1 << 20, o);
         else if (!strcmp(o, "--prompt-len")) plen = (int)parse_int(v, 1, 1 << 20, o);
         else if (!strcmp(o, "--temperature")) temp = parse_float(v, 1e-6, 1e6, o);
+        else if (!strcmp(o, "--dtype") && (!strcmp(v, "f32") || !strcmp(v, "bf16"))) bf16 = !strcmp(v, "bf16");
         else usage_error("unknown option %s", o);
         i++;
     }
@@ -98,6 +102,7 @@ int main(int argc, char **argv)
     struct model m;
     model_init(&m, &cfg);
     model_init_random(&m, 1337);
+    if (bf16) model_use_bf16(&m);
     const struct model_config *c = &m.cfg;
 
     int N = B * plen, T_max = plen + new_tokens;
@@ -141,12 +146,12 @@ int main(int argc, char **argv)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"tool\":\"srlm\",\"bench\":\"generate\",\"shape\":\"%s\",\"threads\":%d,\"batch\":%d,"
-           "\"prompt_len\":%d,\"new_tokens\":%d,\"params\":%zu,\"tok_per_s\":%.2f,\"tok_per_s_best\":%.2f,"
+           "\"dtype\":\"%s\",\"prompt_len\":%d,\"new_tokens\":%d,\"params\":%zu,\"tok_per_s\":%.2f,\"tok_per_s_best\":%.2f,"
            "\"ms_per_step\":%.2f,\"ms_per_step_min\":%.2f,\"prefill_tok_per_s\":%.1f,\"gbytes_per_s\":%.1f,"
            "\"peak_rss_mb\":%.1f,\"arch\":\"%s\"}\n",
-           config ? config : shape, threads, B, plen, new_tokens, c->num_params,
+           config ? config : shape, threads, B, bf16 ? "bf16" : "f32", plen, new_tokens, c->num_params,
            (double)B * new_tokens / t_decode, B / step_best, 1000 * t_decode / new_tokens, 1000 * step_best,
-           N / t_prefill, 4.0 * w * new_tokens / t_decode * 1e-9, ru.ru_maxrss / 1024.0, blas_arch_name());
+           N / t_prefill, (bf16 ? 2.0 : 4.0) * w * new_tokens / t_decode * 1e-9, ru.ru_maxrss / 1024.0, blas_arch_name());
     free(tokens), free(cu), free(slot), free(next), free(logits), free(hlast);
     lm_cache_free(&cache);
     lm_acts_free(&acts);

@@ -100,9 +100,6 @@ for spec in $TRAIN; do
         log "train $shape seq $seq batch $batch, $t thread(s)"
         run "$OUT/train" --config "$OUT/$shape.json" --threads "$t" --seq "$seq" --batch "$batch" \
             --steps "$steps" --warmup 1 --peak "$(peak "$t")"
-        # the proposed optimizer step (prototype in bench/train.c), where the optimizer dominates
-        [ "$shape" = qwen0.5b ] && run "$OUT/train" --config "$OUT/$shape.json" --threads "$t" --seq "$seq" \
-            --batch "$batch" --steps "$steps" --warmup 1 --peak "$(peak "$t")" --optim fused
         bs=$(blas_settings "$t")
         [ $QUICK = 1 ] && [ "$shape" = qwen0.5b ] && [ "$t" -gt 1 ] && bs=$t
         for b in $bs; do
@@ -118,7 +115,10 @@ for spec in $GEN; do
     for t in $THREADS; do
         for B in 1 8; do
             log "generate $shape batch $B, $t thread(s)"
-            run "$OUT/generate" --config "$OUT/$shape.json" --threads "$t" --batch $B --new-tokens "$nt" --prompt-len 32
+            for dt in f32 bf16; do
+                run "$OUT/generate" --config "$OUT/$shape.json" --threads "$t" --batch $B --new-tokens "$nt" \
+                    --prompt-len 32 --dtype $dt
+            done
             for b in $(blas_settings "$t"); do
                 run $PY bench/torch_generate.py --shape "$shape" --threads "$t" --blas-threads "$b" --batch $B \
                     --new-tokens "$nt" --prompt-len 32
@@ -190,8 +190,6 @@ for x in rows:
     tt = best_torch("train", s, r["threads"], seq=r["seq"], batch=r["batch"])
     ttok = tt["r"]["tok_per_s"] if tt else 0
     ph = r["phase_ms"]
-    if r.get("optim") == "fused":
-        s += " *(prototype fused AdamW, not in the library)*"
     P(f"| {s} | {r['threads']} | {r['batch']}×{r['seq']} | **{r['tok_per_s']:.0f}** | "
       f"{ttok:.0f} ({tt['r']['blas_threads'] if tt else '-'}) | **{r['tok_per_s'] / ttok:.2f}×** | "
       f"{r['gflops_per_s']:.1f} | {100 * r['frac_peak']:.0f}% | "
@@ -203,8 +201,8 @@ P("\nGFLOP/s counts 6·(matmul parameters, lm_head included, embedding lookup no
   "attention (bench/train.c header); the fraction divides it by the sgemm peak above.\n")
 
 P("### Generation with the KV cache (prompt 32 tokens, random weights, sampling at temperature 1)\n")
-P("| shape | threads | batch | srlm tok/s | torch tok/s (BLIS thr) | srlm / torch | srlm ms/step | weights GB/s | srlm prefill tok/s | load |")
-P("|---|---|---|---|---|---|---|---|---|---|")
+P("| shape | threads | batch | srlm weights | srlm tok/s | torch tok/s (f32, BLIS thr) | srlm / torch | srlm ms/step | weights GB/s | srlm prefill tok/s | load |")
+P("|---|---|---|---|---|---|---|---|---|---|---|")
 for x in rows:
     r = x["r"]
     if r.get("tool") != "srlm" or r["bench"] != "generate":
@@ -213,11 +211,12 @@ for x in rows:
     tt = best_torch("generate", s, r["threads"], batch=r["batch"], new_tokens=r["new_tokens"])
     ttok = tt["r"]["tok_per_s"] if tt else 0
     ratio = f"**{r['tok_per_s'] / ttok:.2f}×**" if ttok else "-"
-    P(f"| {s} | {r['threads']} | {r['batch']} | **{r['tok_per_s']:.1f}** | "
+    P(f"| {s} | {r['threads']} | {r['batch']} | {r.get('dtype', 'f32')} | **{r['tok_per_s']:.1f}** | "
       f"{ttok:.1f} ({tt['r']['blas_threads'] if tt else '-'}) | {ratio} | {r['ms_per_step']:.1f} | "
       f"{r['gbytes_per_s']:.1f} | {r['prefill_tok_per_s']:.0f} | {x['load']} |")
-P("\n\"weights GB/s\" = f32 weight bytes one decode step reads / step time: at batch 1 decoding "
-  "is bound by memory bandwidth, so this is the figure to compare with the machine's.\n")
+P("\n\"weights GB/s\" = weight bytes (4 per parameter in f32, 2 in bf16) one decode step reads / "
+  "step time: at batch 1 decoding is bound by memory bandwidth, so this is the figure to compare "
+  "with the machine's. bf16 rows decode from bf16 weights (`rollout --dtype bf16`); torch runs f32.\n")
 
 P("llama.cpp could not be built here (nothing may be downloaded). Its figures from the issue, "
   "**measured elsewhere (an AVX-512 machine, 2 threads), not on this host, not comparable with the "

@@ -5,7 +5,6 @@
 //
 //   build/bench/train --shape tiny|small|qwen0.5b [--threads T] [--seq 512] [--batch B]
 //                     [--steps S] [--warmup 1] [--peak GFLOPS] [--config config.json]
-//                     [--optim library|fused]   (fused: the prototype optimizer step below)
 //
 // Prints one JSON line: tok_per_s (B*seq tokens per step over the timed steps, as the torch
 // yardstick counts them), step_ms (mean) and step_ms_min, gflops_per_s (model FLOPs, see below),
@@ -71,43 +70,6 @@ static void load_shape(struct model_config *cfg, const char *shape, const char *
     usage_error("unknown --shape %s (tiny, small, qwen0.5b)", shape);
 }
 
-// PROTOTYPE of the optimizer step proposed for common/optim.c (not used unless --optim fused):
-// the library's step is four passes over the 494M-float buffers of the 0.5B model (memset of the
-// gradients, grad_norm, scale_buffer, adamw_update), and adamw_update's loop does not vectorise
-// (sqrtf may set errno under -O2 without -fno-math-errno). Here: pass 1 the global norm (double,
-// vectorised), pass 2 one vectorised update that folds in the clip scale and zeroes the gradient
-// for the next step. Same formulas as adamw_update (PyTorch AdamW), bitwise equal to it when the
-// clip scale is 1; with clipping the g·scale product is rounded the same way as scale_buffer.
-__attribute__((optimize("no-math-errno", "no-trapping-math"), target_clones("avx512f", "avx2", "default")))
-static double norm2_fused(const float *g, size_t n)
-{
-    double s = 0.0;
-    #pragma omp parallel for simd schedule(static) reduction(+ : s)
-    for (size_t i = 0; i < n; i++)
-        s += (double)g[i] * g[i];
-    return s;
-}
-
-__attribute__((optimize("no-math-errno", "no-trapping-math"), target_clones("avx512f", "avx2", "default")))
-static void adamw_fused(float *p, float *g, float *m, float *v, size_t n, const struct adamw_config *c,
-                        double lr, long step, float gscale)
-{
-    const double bc1 = 1.0 - pow(c->beta1, (double)step), bc2 = 1.0 - pow(c->beta2, (double)step);
-    const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-    const float decay = (float)(1.0 - (double)lr * c->weight_decay);
-    const float b1 = (float)c->beta1, b2 = (float)c->beta2, eps = (float)c->eps;
-    const float a1 = (float)(1.0 - c->beta1), a2 = (float)(1.0 - c->beta2);
-    #pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float gi = gscale == 1.0f ? g[i] : g[i] * gscale;
-        g[i] = 0.0f;
-        float pi = p[i] * decay;
-        float mi = b1 * m[i] + a1 * gi, vi = b2 * v[i] + a2 * (gi * gi);
-        m[i] = mi, v[i] = vi;
-        p[i] = pi - step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));
-    }
-}
-
 static double peak_rss_mb(void)
 {
     struct rusage ru;
@@ -121,7 +83,6 @@ int main(int argc, char **argv)
     const char *shape = "small", *config = NULL;
     int threads = 1, seq = 512, batch = 1, steps = 3, warmup = 1;
     double peak = 0;
-    int fused = 0;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) usage_error("%s: missing value", o);
@@ -133,10 +94,6 @@ int main(int argc, char **argv)
         else if (!strcmp(o, "--steps")) steps = (int)parse_int(v, 1, 1 << 20, o);
         else if (!strcmp(o, "--warmup")) warmup = (int)parse_int(v, 0, 1 << 20, o);
         else if (!strcmp(o, "--peak")) peak = parse_float(v, 0, 1e9, o);
-        else if (!strcmp(o, "--optim")) {
-            if (strcmp(v, "library") && strcmp(v, "fused")) usage_error("--optim library|fused");
-            fused = !strcmp(v, "fused");
-        }
         else usage_error("unknown option %s", o);
         i++;
     }
@@ -176,8 +133,8 @@ int main(int argc, char **argv)
         for (int i = 0; i < N; i++)
             tokens[i] = (int)(rng_uniform(rng_key(1337, (uint64_t)it, (uint64_t)i, 0)) * c->V);
         double t0 = now_seconds();
-        if (!fused || it == 0)
-            memset(gmem, 0, P * sizeof(float));   // fused: zeroed by the previous update
+        if (it == 0)
+            memset(gmem, 0, P * sizeof(float));   // later steps: zeroed by adamw_step
         const float *hN = lm_forward(&m, &acts, tokens, cu, batch, N);
         double t1 = now_seconds();
         int M = loss_targets(&ws, tokens, mask, cu, batch);
@@ -185,16 +142,11 @@ int main(int argc, char **argv)
         double t2 = now_seconds();
         lm_backward(&m, &grads, &acts, ws.dh);
         double t3 = now_seconds();
-        if (fused) {
-            float sc = clip_scale(sqrt(norm2_fused(gmem, P)), 1.0);
-            adamw_fused(m.params_memory, gmem, mom1, mom2, P, &ac, ac.lr, it + 1, sc);
-        } else {
-            const float *gb[1] = { gmem };
-            size_t gn[1] = { P };
-            float sc = clip_scale(grad_norm(gb, gn, 1), 1.0);
-            scale_buffer(gmem, P, sc);
-            adamw_update(m.params_memory, gmem, mom1, mom2, P, &ac, ac.lr, it + 1);
-        }
+        // the trainer's optimizer step (trainer.c): the global norm, then one fused pass that
+        // clips, updates and zeroes the gradients for the next step
+        const float *gb[1] = { gmem };
+        size_t gn[1] = { P };
+        adamw_step(m.params_memory, gmem, mom1, mom2, P, &ac, ac.lr, it + 1, clip_scale(grad_norm(gb, gn, 1), 1.0));
         double t4 = now_seconds();
         if (it == 0) loss_first = loss;
         if (it >= warmup) {
@@ -208,11 +160,11 @@ int main(int argc, char **argv)
     }
     double tps = (double)N * steps / total, gf = flops * steps / total * 1e-9;
     printf("{\"tool\":\"srlm\",\"bench\":\"train\",\"shape\":\"%s\",\"threads\":%d,\"seq\":%d,\"batch\":%d,"
-           "\"steps\":%d,\"optim\":\"%s\",\"params\":%zu,\"tok_per_s\":%.2f,\"tok_per_s_best\":%.2f,\"step_ms\":%.1f,"
+           "\"steps\":%d,\"params\":%zu,\"tok_per_s\":%.2f,\"tok_per_s_best\":%.2f,\"step_ms\":%.1f,"
            "\"step_ms_min\":%.1f,\"gflops_per_s\":%.1f,\"gflops_per_s_best\":%.1f,\"peak_gflops\":%.1f,"
            "\"frac_peak\":%.3f,\"frac_peak_best\":%.3f,\"loss_first\":%.4f,\"peak_rss_mb\":%.1f,"
            "\"phase_ms\":{\"forward\":%.1f,\"loss\":%.1f,\"backward\":%.1f,\"optim\":%.1f},\"arch\":\"%s\"}\n",
-           config ? config : shape, threads, seq, batch, steps, fused ? "fused" : "library", P, tps, N / best, 1000 * total / steps,
+           config ? config : shape, threads, seq, batch, steps, P, tps, N / best, 1000 * total / steps,
            1000 * best, gf, flops / best * 1e-9, peak, peak > 0 ? gf / peak : 0,
            peak > 0 ? flops / best * 1e-9 / peak : 0, loss_first, peak_rss_mb(),
            1000 * ph_best[0], 1000 * ph_best[1], 1000 * ph_best[2], 1000 * ph_best[3], blas_arch_name());
