@@ -87,6 +87,12 @@ NN_VEC static void vec_scale(float *x, int n, float a)
         x[j] *= a;
 }
 
+void softmax_inplace(float *x, int n)
+{
+    float mx = vec_max(x, n);
+    vec_scale(x, n, 1.0f / vec_exp_sum(x, n, mx));
+}
+
 // dp[j] = p[j] * (dp[j] - D): the softmax backward of one attention row
 NN_VEC static void vec_softmax_bwd(float *dp, const float *p, int n, float D)
 {

@@ -64,6 +64,9 @@ void matmul_forward(float *out,            // (N, OC)
                     const float *weight,   // (OC, C)
                     const float *bias,     // (OC) or NULL (Llama/Qwen3: none; Qwen2: q/k/v only)
                     int N, int C, int OC);
+// x = softmax(x) over n elements in place, with the attention forward's vectorised exp and
+// float sum (decode attention uses it, so its probabilities round as the training forward's do).
+void softmax_inplace(float *x, int n);
 // The same with the weight in bf16 (each uint16_t the upper half of an f32): decoding.
 void matmul_forward_bf16(float *out, const float *inp, const uint16_t *weight, const float *bias,
                          int N, int C, int OC);
