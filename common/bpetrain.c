@@ -282,22 +282,6 @@ static void put_json_str(FILE *f, const char *s)
     json_decref(js);
 }
 
-static void make_dirs(const char *dir)
-{
-    char *p = xstrdup(dir);
-    for (char *s = p + 1;; s++) {
-        if (*s && *s != '/') continue;
-        char c = *s;
-        *s = '\0';
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) die(EX_CANTCREAT, "create %s:", p);
-        *s = c;
-        if (!c) break;
-    }
-    struct stat sb;
-    if (stat(p, &sb) != 0 || !S_ISDIR(sb.st_mode)) die(EX_CANTCREAT, "create %s: not a directory", p);
-    free(p);
-}
-
 static void write_file(const char *dir, const char *name, const char *text, size_t len)
 {
     char *path = xmalloc(strlen(dir) + strlen(name) + 2);

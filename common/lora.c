@@ -2,6 +2,7 @@
 #include "lora.h"
 #include "blas.h"
 #include "rng.h"
+#include "runstate.h"
 #include "util.h"
 
 #include <errno.h>
@@ -174,57 +175,6 @@ void lora_merge(struct model *m, const struct lora *lo)
 // ---------------------------------------------------------------------------------------------
 // files
 
-static char *path_join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = xmalloc(n);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-// mkdir -p
-static void make_dir(const char *dir)
-{
-    struct stat sb;
-    if (stat(dir, &sb) == 0) {
-        if (!S_ISDIR(sb.st_mode)) die(EX_CANTCREAT, "create %s: not a directory", dir);
-        return;
-    }
-    char *p = xstrdup(dir);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = '\0';
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) die(EX_CANTCREAT, "create %s:", p);
-        *s = '/';
-    }
-    if (mkdir(p, 0777) != 0 && errno != EEXIST) die(EX_CANTCREAT, "create %s:", p);
-    if (stat(p, &sb) != 0 || !S_ISDIR(sb.st_mode)) die(EX_CANTCREAT, "create %s: not a directory", p);
-    free(p);
-}
-
-static void write_json(const char *dir, const char *name, const json_t *o)
-{
-    char *path = path_join(dir, name);
-    char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(15));
-    ASSERT(s);
-    size_t n = strlen(s);
-    s = xrealloc(s, n + 2);
-    s[n] = '\n', s[n + 1] = '\0';
-    atomic_write_file(path, s, n + 1);
-    free(s);
-    free(path);
-}
-
-static long long parse_step(const char *s, const char *what)
-{
-    if (!s) return -1;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno || v < 0) die(EX_DATAERR, "%s: metadata srlm_step \"%s\" is not a step number", what, s);
-    return v;
-}
-
 static json_t *number(double x)
 {
     return x == floor(x) && fabs(x) < 1e15 ? json_integer((json_int_t)x) : json_real(x);
@@ -260,7 +210,7 @@ static json_t *adapter_config(const struct lora *lo)
 
 void lora_save(const struct lora *lo, const char *dir, enum safetensors_dtype dtype)
 {
-    make_dir(dir);
+    make_dirs(dir);
     struct safetensors_entry *e = xcalloc(lo->ntensors, sizeof *e);
     for (size_t k = 0; k < lo->ntensors; k++) {
         const struct lora_tensor *t = &lo->tensors[k];
@@ -273,7 +223,7 @@ void lora_save(const struct lora *lo, const char *dir, enum safetensors_dtype dt
     char *path = path_join(dir, "adapter_model.safetensors");
     safetensors_write(path, e, lo->ntensors, dtype, meta);
     json_t *cj = adapter_config(lo);
-    write_json(dir, "adapter_config.json", cj);
+    json_write_file(dir, "adapter_config.json", cj);
     json_decref(cj);
     free(path);
     free(e);
@@ -398,7 +348,7 @@ void lora_load(struct lora *lo, const struct model_config *mc, const char *dir)
             die(EX_DATAERR, "%s: unexpected tensor %s (not an adapter tensor adapter_config.json and the model's "
                 "config.json describe)", wpath, st.tensors[i].name);
     free(used);
-    lo->step = parse_step(safetensors_metadata(&st, "srlm_step"), wpath);
+    lo->step = safetensors_step(&st, wpath);
     safetensors_close(&st);
     free(cpath);
     free(wpath);
@@ -428,58 +378,20 @@ static struct safetensors_entry *state_entries(const struct lora *lo, const stru
 void lora_state_save(const char *dir, const struct lora *lo, const struct model_state_buf *bufs, int nbufs,
                      long long step, json_t *state)
 {
-    ASSERT(step >= 0);
-    make_dir(dir);
     size_t n;
-    char *names, sstep[32];
+    char *names;
     struct safetensors_entry *e = state_entries(lo, bufs, nbufs, &n, &names);
-    snprintf(sstep, sizeof sstep, "%lld", step);
-    const char *meta[] = {"srlm_step", sstep, NULL};
-    char *path = path_join(dir, "optimizer.safetensors");
-    safetensors_write(path, e, n, SAFETENSORS_F32, meta);
-    json_t *ts = state ? json_deep_copy(state) : json_object();
-    json_object_set_new(ts, "step", json_integer(step));
-    write_json(dir, "trainer_state.json", ts);
-    json_decref(ts);
-    free(path), free(names), free(e);
+    run_state_save(dir, e, n, step, state);
+    free(names), free(e);
 }
 
 json_t *lora_state_load(const char *dir, const struct lora *lo, const struct model_state_buf *bufs, int nbufs,
                         long long expect_step)
 {
-    char *tpath = path_join(dir, "trainer_state.json"), *opath = path_join(dir, "optimizer.safetensors");
-    size_t len;
-    char *text = read_file(tpath, &len);
-    json_error_t err;
-    json_t *ts = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
-    free(text);
-    if (!ts) die(EX_DATAERR, "%s: not valid JSON: %s (line %d)", tpath, err.text, err.line);
-    json_t *js = json_object_get(ts, "step");
-    if (!json_is_integer(js) || json_integer_value(js) < 0)
-        die(EX_DATAERR, "%s: \"step\" missing or not a non-negative integer", tpath);
-    long long step = json_integer_value(js);
-    struct safetensors st;
-    safetensors_open(&st, opath);
-    long long ostep = parse_step(safetensors_metadata(&st, "srlm_step"), opath);
-    if (ostep != step)
-        die(EX_DATAERR, "%s: from step %lld, but %s is from step %lld (a run stopped while saving?)",
-            opath, ostep, tpath, step);
-    if (expect_step >= 0 && expect_step != step)
-        die(EX_DATAERR, "%s: run state from step %lld, but the adapter checkpoint is from step %lld", dir, step,
-            expect_step);
     size_t n;
     char *names;
     struct safetensors_entry *e = state_entries(lo, bufs, nbufs, &n, &names);
-    for (size_t k = 0; k < n; k++) {
-        const struct safetensors_tensor *s = safetensors_find(&st, e[k].name);
-        if (!s) die(EX_DATAERR, "%s: tensor %s missing", opath, e[k].name);
-        if (s->ndim != 2 || s->shape[0] != e[k].shape[0] || s->shape[1] != e[k].shape[1])
-            die(EX_DATAERR, "%s: tensor %s: shape differs from the adapter's [%lld, %lld]", opath, e[k].name,
-                (long long)e[k].shape[0], (long long)e[k].shape[1]);
-        safetensors_read_f32(s, (float *)e[k].data);
-    }
-    if (st.n != n) die(EX_DATAERR, "%s: %zu tensors, the adapter's state has %zu", opath, st.n, n);
-    safetensors_close(&st);
-    free(names), free(e), free(tpath), free(opath);
+    json_t *ts = run_state_load(dir, e, n, expect_step, "adapter");
+    free(names), free(e);
     return ts;
 }

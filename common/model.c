@@ -1,5 +1,6 @@
 // model.c — see model.h for the contract.
 #include "model.h"
+#include "runstate.h"
 #include "util.h"
 
 #include <errno.h>
@@ -474,35 +475,6 @@ uint64_t model_hash(const struct model *m)
     return h;
 }
 
-static char *path_join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = xmalloc(n);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-static void format_dims(char *buf, size_t cap, const int64_t *shape, int ndim)
-{
-    if (ndim == 1) snprintf(buf, cap, "[%lld]", (long long)shape[0]);
-    else if (ndim == 2) snprintf(buf, cap, "[%lld, %lld]", (long long)shape[0], (long long)shape[1]);
-    else if (ndim == 0) snprintf(buf, cap, "[]");
-    else snprintf(buf, cap, "[%lld, %lld, ...]", (long long)shape[0], (long long)shape[1]);
-}
-
-// The checkpoint tensor must have the layout's shape exactly.
-static void check_shape(const struct safetensors_tensor *st, const struct model_tensor *t,
-                        const char *what, const char *expect_from)
-{
-    int same = st->ndim == t->ndim;
-    for (int i = 0; same && i < t->ndim; i++) same = st->shape[i] == t->shape[i];
-    if (same) return;
-    char a[96], b[96];
-    format_dims(a, sizeof a, st->shape, st->ndim);
-    format_dims(b, sizeof b, t->shape, t->ndim);
-    die(EX_DATAERR, "%s: tensor %s: shape %s, %s needs %s", what, st->name, a, expect_from, b);
-}
-
 static void check_finite(const float *x, size_t n, const char *what, const char *name)
 {
     for (size_t i = 0; i < n; i++)
@@ -516,16 +488,6 @@ static int ignorable(const struct model_config *c, const char *name)
 {
     size_t n = strlen(name), k = strlen("rotary_emb.inv_freq");
     return (c->tied && !strcmp(name, "lm_head.weight")) || (n >= k && !strcmp(name + n - k, "rotary_emb.inv_freq"));
-}
-
-static long long parse_step(const char *s, const char *what)
-{
-    if (!s) return -1;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno || v < 0) die(EX_DATAERR, "%s: metadata srlm_step \"%s\" is not a step number", what, s);
-    return v;
 }
 
 void model_load(struct model *m, const char *dir)
@@ -547,7 +509,7 @@ void model_load(struct model *m, const char *dir)
         const struct safetensors_tensor *s = safetensors_find(&st, t.name);
         if (!s) die(EX_DATAERR, "%s: tensor %s missing (config.json describes a %s model that has it)",
                     dir, t.name, model_arch_name(m->cfg.arch));
-        check_shape(s, &t, s->path, "config.json");
+        safetensors_check_shape(s, t.ndim, t.shape, s->path, "config.json");
         safetensors_read_f32(s, m->params_memory + t.offset);
         check_finite(m->params_memory + t.offset, t.numel, s->path, t.name);
         used[s - st.tensors] = 1;
@@ -558,60 +520,13 @@ void model_load(struct model *m, const char *dir)
     if (extra < st.n)
         die(EX_DATAERR, "%s: unexpected tensor %s (not part of the %s model config.json describes)",
             st.tensors[extra].path, st.tensors[extra].name, model_arch_name(m->cfg.arch));
-    m->step = parse_step(safetensors_metadata(&st, "srlm_step"), st.files[0].path);
+    m->step = safetensors_step(&st, st.files[0].path);
     safetensors_close(&st);
-}
-
-// mkdir -p, as save_pretrained's os.makedirs(exist_ok=True).
-static void make_dir(const char *dir)
-{
-    struct stat sb;
-    if (stat(dir, &sb) == 0) {
-        if (!S_ISDIR(sb.st_mode)) die(EX_CANTCREAT, "create %s: not a directory", dir);
-        return;
-    }
-    char *p = xstrdup(dir);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = '\0';
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) die(EX_CANTCREAT, "create %s:", p);
-        *s = '/';
-    }
-    if (mkdir(p, 0777) != 0 && errno != EEXIST) die(EX_CANTCREAT, "create %s:", p);
-    if (stat(p, &sb) != 0 || !S_ISDIR(sb.st_mode)) die(EX_CANTCREAT, "create %s: not a directory", p);
-    free(p);
-}
-
-// transformers writes json.dumps(indent=2, sort_keys=True). jansson prints reals with 17 digits;
-// 15 digits reads better and is used whenever it reads back as the same values.
-static char *dump_json(const json_t *o)
-{
-    char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(15));
-    json_t *back = s ? json_loads(s, 0, NULL) : NULL;
-    if (!back || !json_equal(back, (json_t *)o)) {
-        free(s);
-        s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
-    }
-    json_decref(back);
-    ASSERT(s);
-    size_t n = strlen(s);
-    s = xrealloc(s, n + 2);
-    s[n] = '\n';
-    s[n + 1] = '\0';
-    return s;
-}
-
-static void write_json(const char *dir, const char *name, const json_t *o)
-{
-    char *path = path_join(dir, name), *text = dump_json(o);
-    atomic_write_file(path, text, strlen(text));
-    free(text);
-    free(path);
 }
 
 void model_save(const struct model *m, const char *dir, enum safetensors_dtype dtype)
 {
-    make_dir(dir);
+    make_dirs(dir);
     const struct model_config *c = &m->cfg;
     size_t n = model_tensor_count(c);
     struct model_tensor *t = xmalloc(n * sizeof *t);
@@ -631,7 +546,7 @@ void model_save(const struct model *m, const char *dir, enum safetensors_dtype d
     const char *tname = dtype == SAFETENSORS_F32 ? "float32" : dtype == SAFETENSORS_BF16 ? "bfloat16" : "float16";
     json_object_set_new(cj, "torch_dtype", json_string(tname));
     if (json_object_get(cj, "dtype")) json_object_set_new(cj, "dtype", json_string(tname));
-    write_json(dir, "config.json", cj);
+    json_write_file(dir, "config.json", cj);
     json_decref(cj);
     free(path);
     free(e);
@@ -677,7 +592,7 @@ void model_copy_tokenizer(const char *src, const char *dir, int required)
     if (access(tok, R_OK) != 0) {
         if (required) die(EX_NOINPUT, "open %s:", tok);
     } else {
-        make_dir(dir);
+        make_dirs(dir);
         char *dst = path_join(dir, "tokenizer.json");
         copy_file(tok, dst);
         free(dst);
@@ -742,21 +657,10 @@ static struct safetensors_entry *state_entries(const struct model_config *c, con
 void model_state_save(const char *dir, const struct model_config *cfg,
                       const struct model_state_buf *bufs, int nbufs, long long step, json_t *state)
 {
-    ASSERT(step >= 0);
-    make_dir(dir);
     size_t n;
-    char *names, sstep[32];
+    char *names;
     struct safetensors_entry *e = state_entries(cfg, bufs, nbufs, &n, &names);
-    snprintf(sstep, sizeof sstep, "%lld", step);
-    const char *meta[] = {"srlm_step", sstep, NULL};
-    char *path = path_join(dir, "optimizer.safetensors");
-    // Moments are written in f32 whatever the model's dtype: resuming must be exact.
-    safetensors_write(path, e, n, SAFETENSORS_F32, meta);
-    json_t *ts = state ? json_deep_copy(state) : json_object();
-    json_object_set_new(ts, "step", json_integer(step));
-    write_json(dir, "trainer_state.json", ts);
-    json_decref(ts);
-    free(path);
+    run_state_save(dir, e, n, step, state);
     free(names);
     free(e);
 }
@@ -764,47 +668,11 @@ void model_state_save(const char *dir, const struct model_config *cfg,
 json_t *model_state_load(const char *dir, const struct model_config *cfg,
                          const struct model_state_buf *bufs, int nbufs, long long expect_step)
 {
-    char *tpath = path_join(dir, "trainer_state.json"), *opath = path_join(dir, "optimizer.safetensors");
-    size_t len;
-    char *text = read_file(tpath, &len);
-    json_error_t err;
-    json_t *ts = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
-    free(text);
-    if (!ts) die(EX_DATAERR, "%s: not valid JSON: %s (line %d)", tpath, err.text, err.line);
-    json_t *js = json_object_get(ts, "step");
-    if (!json_is_integer(js) || json_integer_value(js) < 0)
-        die(EX_DATAERR, "%s: \"step\" missing or not a non-negative integer", tpath);
-    long long step = json_integer_value(js);
-    struct safetensors st;
-    safetensors_open(&st, opath);
-    long long ostep = parse_step(safetensors_metadata(&st, "srlm_step"), opath);
-    if (ostep != step)
-        die(EX_DATAERR, "%s: from step %lld, but %s is from step %lld (a run stopped while saving?)",
-            opath, ostep, tpath, step);
-    if (expect_step >= 0 && expect_step != step)
-        die(EX_DATAERR, "%s: run state from step %lld, but the model checkpoint is from step %lld",
-            dir, step, expect_step);
     size_t n;
     char *names;
     struct safetensors_entry *e = state_entries(cfg, bufs, nbufs, &n, &names);
-    for (size_t k = 0; k < n; k++) {
-        const struct safetensors_tensor *s = safetensors_find(&st, e[k].name);
-        if (!s) die(EX_DATAERR, "%s: tensor %s missing", opath, e[k].name);
-        struct model_tensor t = {.ndim = e[k].ndim, .numel = 0};
-        memcpy(t.shape, e[k].shape, sizeof t.shape);
-        check_shape(s, &t, opath, "the model's config.json");
-        safetensors_read_f32(s, (float *)e[k].data);
-    }
-    if (st.n != n)
-        for (size_t i = 0; i < st.n; i++) {
-            size_t k = 0;
-            while (k < n && strcmp(e[k].name, st.tensors[i].name)) k++;
-            if (k == n) die(EX_DATAERR, "%s: unexpected tensor %s", opath, st.tensors[i].name);
-        }
-    safetensors_close(&st);
+    json_t *ts = run_state_load(dir, e, n, expect_step, "model");
     free(names);
     free(e);
-    free(tpath);
-    free(opath);
     return ts;
 }

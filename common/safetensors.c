@@ -302,14 +302,6 @@ void safetensors_open(struct safetensors *st, const char *path)
     finish_set(st, path);
 }
 
-static char *path_join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = xmalloc(n);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 // Sharded: every tensor of the index is in the shard it names, and every shard tensor is indexed.
 static void open_index(struct safetensors *st, const char *dir, const char *ipath)
 {
@@ -571,4 +563,27 @@ void safetensors_write(const char *path, const struct safetensors_entry *t, size
     atomic_file_commit(&af);
     free(header);
     free(ord);
+}
+
+long long safetensors_step(const struct safetensors *st, const char *what)
+{
+    const char *s = safetensors_metadata(st, "srlm_step");
+    if (!s) return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || errno || v < 0) die(EX_DATAERR, "%s: metadata srlm_step \"%s\" is not a step number", what, s);
+    return v;
+}
+
+void safetensors_check_shape(const struct safetensors_tensor *t, int ndim, const int64_t *shape,
+                             const char *what, const char *needs)
+{
+    int same = t->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
+    if (same) return;
+    char a[96], b[96];
+    format_shape(a, sizeof a, t->shape, t->ndim);
+    format_shape(b, sizeof b, shape, ndim);
+    die(EX_DATAERR, "%s: tensor %s: shape %s, %s needs %s", what, t->name, a, needs, b);
 }

@@ -77,6 +77,12 @@ const struct safetensors_tensor *safetensors_find(const struct safetensors *st, 
 const char *safetensors_metadata(const struct safetensors *st, const char *key);
 // Converts t into out[0 .. t->numel).
 void safetensors_read_f32(const struct safetensors_tensor *t, float *out);
+// The checkpoint step srlm writes as metadata "srlm_step": -1 if absent; exit 65 naming what if
+// it is not a non-negative integer.
+long long safetensors_step(const struct safetensors *st, const char *what);
+// Exit 65 "<what>: tensor <name>: shape [..], <needs> needs [..]" unless t has exactly this shape.
+void safetensors_check_shape(const struct safetensors_tensor *t, int ndim, const int64_t *shape,
+                             const char *what, const char *needs);
 
 const char *safetensors_dtype_name(enum safetensors_dtype dtype);   // "F32", "BF16", "F16"
 size_t safetensors_dtype_size(enum safetensors_dtype dtype);

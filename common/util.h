@@ -70,5 +70,10 @@ void close_input(FILE *fp);
 
 // Reads a whole file into a NUL-terminated buffer (caller frees); exits 66 if it cannot.
 char *read_file(const char *path, size_t *len);
+// "dir/name" in a new buffer (caller frees).
+char *path_join(const char *dir, const char *name);
+// mkdir -p dir, as save_pretrained's os.makedirs(exist_ok=True); exit 73 naming the part that
+// could not be created or is not a directory.
+void make_dirs(const char *dir);
 
 #endif
