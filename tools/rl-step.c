@@ -185,14 +185,14 @@ static void pack_options(struct rec_writer *w, void *ctx)
 // ---------------------------------------------------------------------------------------------
 // the sampling policy named by the input's header chain
 
-struct sampler {
+struct sample_source {
     char hex[17];              // model_xxh3 of the policy that sampled ("" if the chain has none)
     int max_new_tokens;        // its options.max_new_tokens (0 if unknown)
     long long vocab_size;      // its vocab_size (-1 if unknown)
 };
 
 // The nearest header of the chain (the input's own, then its upstream, ...) with a model_xxh3.
-static void find_sampler(const msgpack_object *h, struct sampler *s)
+static void find_sample_source(const msgpack_object *h, struct sample_source *s)
 {
     memset(s, 0, sizeof *s);
     s->vocab_size = -1;
@@ -224,7 +224,7 @@ struct run {
     struct grpo_ws ws, ref_ws_own, *ref_ws;
     struct grpo_batch b;
     struct grpo_policy policy;
-    struct sampler smp;
+    struct sample_source smp;
     char policy_hex[17];
     bool stale;
     long lag_base;             // t.step when the run started on this stream
@@ -333,7 +333,7 @@ static long state_int(json_t *st, const char *key)
 // weights the run started from on this stream (recorded in the checkpoint's state).
 static void check_sampler(struct run *R, const msgpack_object *hdr)
 {
-    find_sampler(hdr, &R->smp);
+    find_sample_source(hdr, &R->smp);
     json_t *st = R->t.tool_state;
     const char *want = R->policy_hex, *saved = json_string_value(json_object_get(st, "sampler_xxh3"));
     if (R->t.start_step > 0 && saved) want = saved;
