@@ -218,11 +218,10 @@ P("\n\"weights GB/s\" = weight bytes (4 per parameter in f32, 2 in bf16) one dec
   "step time: at batch 1 decoding is bound by memory bandwidth, so this is the figure to compare "
   "with the machine's. bf16 rows decode from bf16 weights (`rollout --dtype bf16`); torch runs f32.\n")
 
-P("llama.cpp could not be built here (nothing may be downloaded). Its figures from the issue, "
-  "**measured elsewhere (an AVX-512 machine, 2 threads), not on this host, not comparable with the "
-  "tables above**: small shape f32 decode 358 tok/s at batch 1, 721 at batch 8; 0.5B shape f32 11.7 "
-  "(batch 1) and 58.8 (batch 8), bf16 17.3 at batch 1; PyTorch sampling on the small shape 90 / 129 "
-  "(batch 1 / 8) on that machine.\n")
+P("llama.cpp on this host: `bench/llamacpp/run.sh` (prebuilt llama.cpp from npm node-llama-cpp, "
+  "side by side with srlm; figures under \"llama.cpp on this host\" in docs/performance.md). The "
+  "issue's own llama.cpp figures were measured on another machine: small shape f32 358 / 721 tok/s "
+  "(batch 1 / 8), 0.5B f32 11.7 / 58.8, bf16 17.3 at batch 1.\n")
 tok = open(tokmd).read().strip()
 if tok:
     P(tok.replace("### Tokenizer", "### Tokenizer", 1) + "\n")
