@@ -73,7 +73,7 @@ asan:
 # tests/fuzz/trap.h explains FUZZ_WRAP (die() -> exit() must not end the fuzzing process).
 FUZZ_CC      ?= clang
 FUZZ_HARNESS  = $(patsubst tests/fuzz/fuzz-%.c,%,$(wildcard tests/fuzz/fuzz-*.c))
-FUZZ_COMMON   = util rec json tokenizer safetensors model reward
+FUZZ_COMMON   = util rec json tokenizer safetensors runstate model reward
 FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS   = -O1 -g -std=c11 -Wall -Wno-unused-parameter -Wno-unknown-pragmas -MMD -MP $(FUZZ_SAN)
 FUZZ_WRAP     = $(foreach f,exit open close fopen fdopen open_memstream fclose mmap munmap \

@@ -220,19 +220,43 @@ static float *bf16_permute_a(const float *A, int lda, int M, int K)
 }
 #endif
 
-// C(M,N) = alpha·A·Bᵀ + beta·C in blocks of JB B rows (a thread's share, static schedule), the
-// rows of A in groups of up to 4 against each block while it sits in L1. B is f32 or (bf16) bf16;
-// without AVX2/FMA (simd == false) the same dots are formed by a scalar loop in the same grouping.
-static void smallm_gemm(int M, int N, int K, float alpha, const float *A, int lda, const void *B,
-                        int ldb, bool bf16, float beta, float *C, int ldc, bool simd)
+// C_i(M,N_i) = alpha·A·B_iᵀ + beta_i·C_i for every part i (ldb = ldc_i = its row length as
+// given), in blocks of JB B rows over all parts together (a thread's share, static schedule): one
+// parallel region for several products that share A. The rows of A go in groups of up to 4
+// against each block while it sits in L1. B is f32 or (bf16) bf16; without AVX2/FMA (simd ==
+// false) the same dots are formed by a scalar loop in the same grouping. Each element of C is one
+// dot product in a fixed order, whatever the parts and the thread count.
+// The f32 few-row path: AVX2 + FMA, unless SRLM_NO_SMALLM is set (to compare with BLIS).
+static bool smallm_enabled(void)
 {
+    static int ok = -1;
+    if (ok < 0) ok = cpu_has_avx2_fma() && !getenv("SRLM_NO_SMALLM");
+    return ok;
+}
+
+struct smallm_part { const void *B; int N, ldb; float *C; int ldc; float beta; };
+
+static void smallm_gemm_parts(int M, int K, float alpha, const float *A, int lda,
+                              const struct smallm_part *part, int np, bool bf16, bool simd)
+{
+    ASSERT(np >= 1 && np <= 8);
     float *Ap = simd && bf16 ? bf16_permute_a(A, lda, M, K) : NULL;
     int ldap = K & ~15;
     int JB = M <= 2 ? 4 : 2;   // columns per block, as smallm_block picks its kernel
-    int nblk = (N + JB - 1) / JB;
-    #pragma omp parallel for schedule(static) num_threads(omp_in_parallel() ? 1 : blas_nthreads) if (!omp_in_parallel() && blas_nthreads > 1 && (size_t)N * K >= 65536)
-    for (int jb = 0; jb < nblk; jb++) {
-        int j = JB * jb, nj = N - j < JB ? N - j : JB;
+    int first[9] = {0};        // first block of each part
+    size_t work = 0;
+    for (int i = 0; i < np; i++) {
+        first[i + 1] = first[i] + (part[i].N + JB - 1) / JB;
+        work += (size_t)part[i].N * K;
+    }
+    int nblk = first[np];
+    #pragma omp parallel for schedule(static) num_threads(omp_in_parallel() ? 1 : blas_nthreads) if (!omp_in_parallel() && blas_nthreads > 1 && work >= 65536)
+    for (int gb = 0; gb < nblk; gb++) {
+        int pi = 0;
+        while (gb >= first[pi + 1]) pi++;
+        const struct smallm_part *P = &part[pi];
+        int j = JB * (gb - first[pi]), nj = P->N - j < JB ? P->N - j : JB, ldb = P->ldb;
+        const void *B = P->B;
         for (int m0 = 0; m0 < M; m0 += 4) {
             int nm = M - m0 < 4 ? M - m0 : 4;
             if (JB == 4 && nm > 2) nm = 2;   // unreachable (M <= 2), keeps the kernel choice honest
@@ -257,12 +281,38 @@ static void smallm_gemm(int M, int N, int K, float alpha, const float *A, int ld
                 }
             for (int r = 0; r < nm; r++)
                 for (int c = 0; c < nj; c++) {
-                    float *dst = C + (size_t)(m0 + r) * ldc + j + c;
-                    *dst = beta == 0.0f ? alpha * out[r][c] : alpha * out[r][c] + beta * *dst;
+                    float *dst = P->C + (size_t)(m0 + r) * P->ldc + j + c;
+                    *dst = P->beta == 0.0f ? alpha * out[r][c] : alpha * out[r][c] + P->beta * *dst;
                 }
         }
     }
     free(Ap);
+}
+
+static void smallm_gemm(int M, int N, int K, float alpha, const float *A, int lda, const void *B,
+                        int ldb, bool bf16, float beta, float *C, int ldc, bool simd)
+{
+    struct smallm_part p = {B, N, ldb, C, ldc, beta};
+    smallm_gemm_parts(M, K, alpha, A, lda, &p, 1, bf16, simd);
+}
+
+void sgemm_nt_parts(int M, int K, const float *A, int lda, const struct gemm_nt_part *parts, int nparts,
+                    bool bf16)
+{
+    ASSERT(M >= 0 && K > 0 && nparts >= 1 && nparts <= 8);
+    if (M == 0) return;
+    static int simd = -1;
+    if (simd < 0) simd = cpu_has_avx2_fma();
+    if (!bf16 && (M > SMALLM_MAX || !smallm_enabled())) {
+        for (int i = 0; i < nparts; i++)
+            sgemm_rm(false, true, M, parts[i].N, K, 1.0f, A, lda, parts[i].B, K, parts[i].beta, parts[i].C,
+                     parts[i].N);
+        return;
+    }
+    struct smallm_part p[8];
+    for (int i = 0; i < nparts; i++)
+        p[i] = (struct smallm_part){parts[i].B, parts[i].N, K, parts[i].C, parts[i].N, parts[i].beta};
+    smallm_gemm_parts(M, K, 1.0f, A, lda, p, nparts, bf16, simd);
 }
 
 void sgemm_bf16_nt(int M, int N, int K, const float *A, int lda, const uint16_t *B, int ldb,
@@ -292,10 +342,7 @@ void sgemm_rm(bool trans_a, bool trans_b, int M, int N, int K,
     // Row-major: element (i, j) of a stored matrix sits at i*ld + j, so rs = ld and cs = 1; BLIS
     // applies the transpose to the stored matrix (docs/platform-notes.md, BLIS section).
 #if defined(__x86_64__) || defined(__i386__)
-    static int smallm_ok = -1;
-    if (smallm_ok < 0)
-        smallm_ok = cpu_has_avx2_fma() && !getenv("SRLM_NO_SMALLM");
-    if (M <= SMALLM_MAX && !trans_a && trans_b && smallm_ok) {
+    if (M <= SMALLM_MAX && !trans_a && trans_b && smallm_enabled()) {
         smallm_gemm(M, N, K, alpha, A, lda, B, ldb, false, beta, C, ldc, true);
         return;
     }

@@ -41,4 +41,11 @@ void sgemm_rm(bool trans_a, bool trans_b, int M, int N, int K,
 void sgemm_bf16_nt(int M, int N, int K, const float *A, int lda, const uint16_t *B, int ldb,
                    float beta, float *C, int ldc);
 
+// Several products sharing A in one parallel region (decoding: q, k, v; gate, up):
+// C_i(M,N_i) = A(M,K)·B_i(N_i,K)ᵀ + beta_i·C_i (beta 0 or 1), B_i f32 or (bf16) bf16, C_i row
+// length N_i. Every element gets the bits the separate sgemm_rm / sgemm_bf16_nt call gives.
+struct gemm_nt_part { const void *B; int N; float *C; float beta; };
+void sgemm_nt_parts(int M, int K, const float *A, int lda, const struct gemm_nt_part *parts, int nparts,
+                    bool bf16);
+
 #endif

@@ -175,22 +175,34 @@ expect_same full/model.safetensors part/model.safetensors "resume: weights ident
 expect_eq "$(to-json < part2.mp | grep -c '"kind":"metrics"')" 5 "resume: the remaining 5 steps"
 expect_eq "$(to-json < part2.mp | grep '"kind":"metrics"' | jq -s -c '[.[] | .loss]')" \
           "$(to-json < full.mp | grep '"kind":"metrics"' | jq -s -c '[.[3:][] | .loss]')" "resume: same losses"
-# SIGKILL after the first checkpoint, at a random moment (maybe while a checkpoint is being
-# written), then --resume: the same bits as the uninterrupted run. Tried up to 3 times until the
-# kill lands before the run's end (a fast machine may finish first).
-for try in 1 2 3; do
-    rm -rf kill
-    rl-step $R --out kill --save-every 1 < qwen3-b8.mp > /dev/null 2>&1 &
-    pid=$! i=0
-    while ! ls -d kill/state-* >/dev/null 2>&1 && [ $i -lt 600 ]; do sleep 0.02; i=$((i + 1)); done
-    sleep 0.$((RANDOM % 3))$((RANDOM % 10))
-    kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
-    [ -d kill/state-8 ] || break
-done
-[ ! -d kill/state-8 ] && ok || bad "SIGKILL: the run finished before the kill in 3 tries"
-expect_rc 0 "--resume after SIGKILL" -- sh -c "rl-step $R --out kill --save-every 1 --resume < qwen3-b8.mp"
-expect_same full/model.safetensors kill/model.safetensors "SIGKILL then --resume: weights identical to an uninterrupted run"
-[ "$(ls -d kill/state-* | wc -l)" = 1 ] && ok || bad "SIGKILL: stale state directories left"
+# SIGKILL mid-run, then --resume: the same bits as the uninterrupted run. (1) Killed while blocked
+# on input: the stream stops inside the second rollout batch (a pipe held open), so the run has
+# done and checkpointed the first batch's 4 steps and waits for the rest. (2) Killed at a random
+# moment of a free-running run (maybe while a checkpoint is being written; on a fast machine the
+# run may finish first, which the resume then has to cope with too).
+sigkill_resume() {   # name
+    expect_rc 0 "$1: --resume after SIGKILL" -- sh -c "rl-step $R --out kill-$1 --save-every 1 --resume < qwen3-b8.mp"
+    expect_same full/model.safetensors kill-$1/model.safetensors "$1: SIGKILL then --resume: weights identical to an uninterrupted run"
+    [ "$(ls -d kill-$1/state-* | wc -l)" = 1 ] && ok || bad "$1: stale state directories left"
+}
+rm -f fifo; mkfifo fifo
+(head -c $(( $(wc -c < qwen3-b8.mp) * 3 / 4 )) qwen3-b8.mp; exec sleep 60) > fifo &
+feeder=$!
+rl-step $R --out kill-blocked --save-every 1 < fifo > /dev/null 2>&1 &
+pid=$! i=0
+while ! [ -d kill-blocked/state-4 ] && [ $i -lt 1500 ]; do sleep 0.02; i=$((i + 1)); done
+sleep 0.3
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+kill $feeder 2>/dev/null; wait $feeder 2>/dev/null
+[ -d kill-blocked/state-4 ] && [ ! -d kill-blocked/state-5 ] && ok ||
+    bad "blocked: want the step-4 checkpoint and no later one before the kill: $(ls kill-blocked 2>&1 | tr '\n' ' ')"
+sigkill_resume blocked
+rl-step $R --out kill-random --save-every 1 < qwen3-b8.mp > /dev/null 2>&1 &
+pid=$! i=0
+while ! ls -d kill-random/state-* >/dev/null 2>&1 && [ $i -lt 1500 ]; do sleep 0.01; i=$((i + 1)); done
+sleep 0.0$((RANDOM % 10))
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+sigkill_resume random
 
 # ---------------------------------------------------------------------------------------------
 # pipelines/grpo.sh on a tiny verifiable task: prompt "a" -> answer starting "b", b -> c, c -> d,

@@ -265,6 +265,53 @@ static void test_matmul_bf16(void)
     free(w), free(b), free(w_d), free(b_d), free(wh);
 }
 
+// sgemm_nt_parts (decoding's fused q/k/v and gate/up products): every part bitwise equal to its
+// separate product (sgemm_rm for f32, sgemm_bf16_nt for bf16), beta 0 and 1, few rows (the
+// few-row kernel) and many (BLIS), 1 and 2 threads.
+static void test_gemm_parts(void)
+{
+    enum { K = 40 };
+    static const int Ns[3] = {24, 7, 7}, Ms[] = {1, 3, 8, 11};
+    float *A = fnew(16 * K), *B[3], *Cp[3], *Cs[3];
+    uint16_t *Bh[3];
+    fill(A, NULL, 16 * K, 1.0);
+    for (int i = 0; i < 3; i++) {
+        B[i] = fnew((size_t)Ns[i] * K), Cp[i] = fnew(16 * 24), Cs[i] = fnew(16 * 24);
+        Bh[i] = xmalloc((size_t)Ns[i] * K * sizeof(uint16_t));
+        fill(B[i], NULL, (size_t)Ns[i] * K, 1.0);
+        for (int j = 0; j < Ns[i] * K; j++) Bh[i][j] = f32_to_bf16(B[i][j]);
+    }
+    int bad = 0, cases = 0;
+    for (int threads = 1; threads <= 2; threads++) {
+        blas_init(threads);
+        for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
+            for (int bf16 = 0; bf16 < 2; bf16++)
+                for (int beta = 0; beta < 2; beta++) {
+                    int M = Ms[mi];
+                    struct gemm_nt_part parts[3];
+                    for (int i = 0; i < 3; i++) {
+                        fill(Cp[i], NULL, 16 * 24, 1.0);
+                        memcpy(Cs[i], Cp[i], 16 * 24 * sizeof(float));
+                        parts[i] = (struct gemm_nt_part){bf16 ? (const void *)Bh[i] : (const void *)B[i], Ns[i],
+                                                         Cp[i], (float)beta};
+                        if (bf16) sgemm_bf16_nt(M, Ns[i], K, A, K, Bh[i], K, (float)beta, Cs[i], Ns[i]);
+                        else sgemm_rm(false, true, M, Ns[i], K, 1.0f, A, K, B[i], K, (float)beta, Cs[i], Ns[i]);
+                    }
+                    sgemm_nt_parts(M, K, A, K, parts, 3, bf16);
+                    for (int i = 0; i < 3; i++, cases++)
+                        if (memcmp(Cp[i], Cs[i], (size_t)M * Ns[i] * sizeof(float))) {
+                            bad++;
+                            fprintf(stderr, "sgemm_nt_parts part %d differs: M=%d bf16=%d beta=%d threads=%d\n",
+                                    i, M, bf16, beta, threads);
+                        }
+                }
+    }
+    blas_init(1);
+    CHECK_MSG(bad == 0, "sgemm_nt_parts: %d of %d parts differ from their separate products", bad, cases);
+    free(A);
+    for (int i = 0; i < 3; i++) free(B[i]), free(Cp[i]), free(Cs[i]), free(Bh[i]);
+}
+
 // ----------------------------------------------------------------------------
 // rmsnorm (also the Qwen3 per-head q/k norm shape: rows = tokens*heads, C = hs)
 
@@ -857,6 +904,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "BLIS kernels: %s\n", blas_arch_name());
     test_matmul();
     test_matmul_bf16();
+    test_gemm_parts();
     test_rmsnorm();
     test_rope();
     test_attention();
