@@ -21,38 +21,7 @@
 #include <jansson.h>
 #include <string.h>
 
-struct batch { int N, nseq, *tokens, *mask, *cu; };
-
-static void batch_free(struct batch *b) { free(b->tokens), free(b->mask), free(b->cu); }
-
-static void batch_load(struct batch *b, const char *path, int V)
-{
-    json_error_t err;
-    json_t *j = json_load_file(path, 0, &err);
-    if (!j) die(EX_DATAERR, "%s: %s", path, err.text);
-    json_t *seqs = json_object_get(j, "seqs"), *mask = json_object_get(j, "mask");
-    b->nseq = (int)json_array_size(seqs);
-    b->cu = xmalloc((size_t)(b->nseq + 1) * sizeof(int));
-    b->N = 0;
-    b->cu[0] = 0;
-    for (int s = 0; s < b->nseq; s++) b->cu[s + 1] = b->N += (int)json_array_size(json_array_get(seqs, s));
-    b->tokens = xmalloc((size_t)b->N * sizeof(int));
-    b->mask = xcalloc((size_t)b->N, sizeof(int));
-    for (int s = 0; s < b->nseq; s++)
-        for (int t = b->cu[s]; t < b->cu[s + 1]; t++) {
-            b->tokens[t] = (int)json_integer_value(json_array_get(json_array_get(seqs, s), t - b->cu[s]));
-            if (mask) b->mask[t] = (int)json_integer_value(json_array_get(json_array_get(mask, s), t - b->cu[s]));
-            ASSERT(b->tokens[t] >= 0 && b->tokens[t] < V);
-        }
-    json_decref(j);
-}
-
-static int batch_tmax(const struct batch *b)
-{
-    int T = 1;
-    for (int s = 0; s < b->nseq; s++) T = b->cu[s + 1] - b->cu[s] > T ? b->cu[s + 1] - b->cu[s] : T;
-    return T;
-}
+#include "batch.h"
 
 // CE over the batch's targets; accumulates gradients into grads when given. Returns the mean loss.
 static double ce_step(struct model *m, struct lm_acts *a, struct loss_ws *w, struct model_params *grads,
