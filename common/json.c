@@ -847,3 +847,14 @@ int json_write_line(FILE *fp, const json_t *v)
     putc_unlocked('\n', fp);
     return ferror(fp) ? -1 : 0;
 }
+
+json_t *json_read_file(const char *path)
+{
+    size_t len;
+    char *text = read_file(path, &len);
+    json_error_t err;
+    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
+    free(text);
+    if (!j) die(EX_DATAERR, "%s: not valid JSON: %s (line %d)", path, err.text, err.line);
+    return j;
+}

@@ -104,4 +104,9 @@ int json_write_line(FILE *fp, const json_t *v);
 char *json_base64_encode(const void *p, size_t n);
 bool json_base64_decode(const char *s, size_t len, unsigned char **out, size_t *n);
 
+// The whole file at path as one JSON value (new reference): config.json, trainer_state.json,
+// adapter_config.json, a sharded checkpoint's index. Duplicate keys are refused. A missing file
+// is exit 66; invalid JSON is exit 65 "<path>: not valid JSON: <reason> (line N)".
+json_t *json_read_file(const char *path);
+
 #endif

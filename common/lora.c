@@ -2,6 +2,7 @@
 #include "lora.h"
 #include "blas.h"
 #include "rng.h"
+#include "json.h"
 #include "runstate.h"
 #include "util.h"
 
@@ -238,12 +239,7 @@ static int is_off(const json_t *v)
 
 static void read_adapter_config(const char *path, struct lora_config *lc, char **base_model)
 {
-    size_t len;
-    char *text = read_file(path, &len);   // 66 if missing
-    json_error_t err;
-    json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
-    free(text);
-    if (!o) die(EX_DATAERR, "%s: not valid JSON: %s (line %d)", path, err.text, err.line);
+    json_t *o = json_read_file(path);   // 66 if missing
     if (!json_is_object(o)) die(EX_DATAERR, "%s: not a JSON object", path);
     json_t *v = json_object_get(o, "peft_type");
     if (!json_is_string(v) || strcmp(json_string_value(v), "LORA"))

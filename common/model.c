@@ -1,5 +1,6 @@
 // model.c — see model.h for the contract.
 #include "model.h"
+#include "json.h"
 #include "runstate.h"
 #include "util.h"
 
@@ -309,12 +310,7 @@ void model_config_parse(struct model_config *cfg, json_t *json, const char *what
 
 void model_config_load(struct model_config *cfg, const char *path)
 {
-    size_t len;
-    char *text = read_file(path, &len);
-    json_error_t err;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
-    free(text);
-    if (!root) die(EX_DATAERR, "%s: not valid JSON: %s (line %d)", path, err.text, err.line);
+    json_t *root = json_read_file(path);
     model_config_parse(cfg, root, path);
     json_decref(root);
 }

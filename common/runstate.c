@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "util.h"
 
 // jansson prints reals with 17 digits; 15 digits reads better and is used whenever it reads back
@@ -53,12 +54,7 @@ void run_state_save(const char *dir, const struct safetensors_entry *e, size_t n
 // trainer_state.json's object and its "step"
 static json_t *read_trainer_state(const char *path, long long *step)
 {
-    size_t len;
-    char *text = read_file(path, &len);
-    json_error_t err;
-    json_t *ts = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
-    free(text);
-    if (!ts) die(EX_DATAERR, "%s: not valid JSON: %s (line %d)", path, err.text, err.line);
+    json_t *ts = json_read_file(path);
     json_t *js = json_object_get(ts, "step");
     if (!json_is_integer(js) || json_integer_value(js) < 0)
         die(EX_DATAERR, "%s: \"step\" missing or not a non-negative integer", path);

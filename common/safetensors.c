@@ -1,5 +1,6 @@
 // safetensors.c — see safetensors.h for the contract.
 #include "safetensors.h"
+#include "json.h"
 #include "util.h"
 
 #include <errno.h>
@@ -305,12 +306,7 @@ void safetensors_open(struct safetensors *st, const char *path)
 // Sharded: every tensor of the index is in the shard it names, and every shard tensor is indexed.
 static void open_index(struct safetensors *st, const char *dir, const char *ipath)
 {
-    size_t len;
-    char *text = read_file(ipath, &len);
-    json_error_t jerr;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-    free(text);
-    if (!root) die(EX_DATAERR, "%s: not valid JSON: %s (line %d)", ipath, jerr.text, jerr.line);
+    json_t *root = json_read_file(ipath);
     json_t *wm = json_object_get(root, "weight_map");
     if (!json_is_object(wm)) die(EX_DATAERR, "%s: weight_map missing or not an object", ipath);
     const char *name;
