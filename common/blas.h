@@ -1,5 +1,6 @@
-// blas.h — the one place srlm talks to BLIS: start-up (kernel choice and the thread knob) and a
-// row-major sgemm wrapper. Nothing else includes <blis.h> except blas.c and nn.c.
+// blas.h — the one place srlm talks to BLIS: start-up (kernel choice and the thread knob), a
+// row-major sgemm wrapper, and srlm's own few-row kernels for decoding (f32 and bf16 weights).
+// Nothing else includes <blis.h> except blas.c and nn.c.
 //
 // Contract:
 // - blas_init(threads) is called once, before any BLIS call (so before any nn_* kernel), by every
@@ -18,7 +19,9 @@
 //   trans flag is set, and then X is stored (K, M) resp. (N, K). Transposed operands cost nothing:
 //   BLIS packs through the strides. Called from inside an OpenMP parallel region it runs BLIS with one
 //   thread (a per-call rntm_t), so an OpenMP loop over BLIS calls never oversubscribes the cores;
-//   outside a region it uses the blas_init thread count.
+//   outside a region it uses the blas_init thread count. One exception: A·Bᵀ with at most 8 rows
+//   of A (a decode step) on an AVX2+FMA CPU goes to srlm's own kernel, which streams B once
+//   (BLIS packs B for every call and is tuned for many rows); SRLM_NO_SMALLM=1 turns that off.
 #ifndef SRLM_BLAS_H
 #define SRLM_BLAS_H
 
