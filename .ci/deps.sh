@@ -40,5 +40,10 @@ fi
 
 if [ "${1:-build}" = test ] && [ ! -d tests/oracle/node_modules ]; then
     echo "deps: installing the Node.js test oracles (tests/oracle/package.json)" >&2
-    (cd tests/oracle && npm ci --silent --no-audit --no-fund >&2)
+    # --loglevel error: quiet on success, but npm's reason (network, TLS, lock) on failure, and a
+    # line naming what failed: `set -e` alone ended make with no word of it.
+    if ! (cd tests/oracle && npm ci --loglevel error --no-audit --no-fund >&2); then
+        echo "deps: npm ci in tests/oracle failed (see npm's error above); the tokenizer and stream oracles need it" >&2
+        exit 1
+    fi
 fi
