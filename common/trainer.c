@@ -320,6 +320,10 @@ void trainer_init(struct trainer *t, const struct trainer_options *o)
     }
     if (ck >= 0) {
         resume_state(t, ck);
+        // A run killed between writing a checkpoint and removing the older run states (or while
+        // writing a newer one) leaves other state-* directories; the loaded pair is the
+        // consistent one, so the rest go now, also when the run has nothing left to do.
+        remove_other_states(o->out_dir, ck);
         t->step = ck;
         t->saved_step = ck;
         log_info("resuming %s from step %ld (%lld records consumed)", o->out_dir, ck, t->data_pos);

@@ -125,6 +125,11 @@ resume_case lora adapter_model.safetensors --lora-rank 4 --lora-targets q,v,down
 # a finished run resumed does nothing
 expect_rc 0 "resume a finished run" -- "${SFT[@]}" --out "$TMP/u-f32" "${RUN[@]}" --resume "$TMP/s24.mp"
 expect_eq "$(field "$TMP/out" metrics step | wc -l)" "0" "finished run: no more steps"
+# killed after the last checkpoint but before the older run state was removed: resuming the
+# finished run removes it (this was a flaky "stale state directories left" in the random kills)
+cp -r "$TMP/u-f32/state-9" "$TMP/u-f32/state-8"
+expect_rc 0 "resume a finished run with a stale state" -- "${SFT[@]}" --out "$TMP/u-f32" "${RUN[@]}" --resume "$TMP/s24.mp"
+[ "$(ls -d "$TMP/u-f32"/state-* | tr '\n' ' ')" = "$TMP/u-f32/state-9 " ] && ok || bad "stale state-8 kept: $(ls "$TMP/u-f32")"
 
 # --- epochs: a file is re-read; a pipe cannot be --------------------------------------------
 expect_rc 0 "--epochs 2" -- "${SFT[@]}" --out "$TMP/ep" --batch-tokens 4096 --epochs 2 "$TMP/s12.mp"
