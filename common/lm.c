@@ -83,7 +83,7 @@ void lm_acts_init(struct lm_acts *a, const struct model_config *cfg, int N_max, 
     a->grad_scratch = carve(&cur, grad_floats(cfg, N));
     ASSERT((size_t)(cur - a->memory) <= total);
     float *inv_freq = xmalloc(half * sizeof(float));
-    rope_inv_freq(inv_freq, cfg->hs, (float)cfg->rope_theta);
+    model_rope_inv_freq(cfg, inv_freq);
     rope_tables(a->cos_tab, a->sin_tab, inv_freq, T_max, cfg->hs);
     free(inv_freq);
 }
@@ -346,7 +346,7 @@ void lm_cache_init(struct lm_cache *c, const struct model_config *cfg, int slots
     c->cos_tab = xmalloc((size_t)T_max * half * sizeof(float));
     c->sin_tab = xmalloc((size_t)T_max * half * sizeof(float));
     float *inv_freq = xmalloc(half * sizeof(float));
-    rope_inv_freq(inv_freq, cfg->hs, (float)cfg->rope_theta);
+    model_rope_inv_freq(cfg, inv_freq);
     rope_tables(c->cos_tab, c->sin_tab, inv_freq, T_max, cfg->hs);
     free(inv_freq);
 }

@@ -1,6 +1,7 @@
 // model.c — see model.h for the contract.
 #include "model.h"
 #include "json.h"
+#include "nn.h"
 #include "runstate.h"
 #include "util.h"
 
@@ -171,10 +172,14 @@ static int get_int(json_t *o, const char *key, long long def, long long min, lon
     return (int)x;
 }
 
+// def NAN: the key is required.
 static double get_num(json_t *o, const char *key, double def, double min, double max, const char *what)
 {
     json_t *v = get(o, key);
-    if (!v) return def;
+    if (!v) {
+        if (isnan(def)) die(EX_DATAERR, "%s: \"%s\" missing", what, key);
+        return def;
+    }
     if (!json_is_number(v)) die(EX_DATAERR, "%s: \"%s\" must be a number", what, key);
     double x = json_number_value(v);
     if (!(x >= min && x <= max)) die(EX_DATAERR, "%s: \"%s\" = %g out of range [%g, %g]", what, key, x, min, max);
@@ -189,8 +194,11 @@ static int get_bool(json_t *o, const char *key, int def, const char *what)
     return json_is_true(v);
 }
 
-// rope_scaling / rope_parameters: only the plain ("default") RoPE is implemented.
-static void check_rope(json_t *o, const char *key, const char *what)
+// rope_scaling (transformers 4.x) or rope_parameters (5.x, which also holds rope_theta): plain
+// RoPE, "linear" and "llama3" scaling with the keys HF's rope_init_fns read; any other type is
+// refused. HF only warns about a llama3 block with high_freq_factor <= low_freq_factor, then
+// divides by their difference; srlm refuses it.
+static void parse_rope(struct model_config *c, json_t *o, const char *key, const char *what)
 {
     json_t *v = get(o, key);
     if (!v) return;
@@ -199,10 +207,40 @@ static void check_rope(json_t *o, const char *key, const char *what)
     if (!t) t = json_object_get(v, "type");
     const char *s = json_string_value(t);
     if (t && !s) die(EX_DATAERR, "%s: \"%s\": rope type must be a string", what, key);
-    if (s && strcmp(s, "default"))
-        die(EX_DATAERR, "%s: \"%s\" of type \"%s\" is not supported (only plain RoPE)", what, key, s);
     if (!s && strcmp(key, "rope_parameters"))
-        die(EX_DATAERR, "%s: \"%s\" without a type is not supported (only plain RoPE)", what, key);
+        die(EX_DATAERR, "%s: \"%s\" without a type is not supported", what, key);
+    if (!s || !strcmp(s, "default")) return;
+    if (c->rope_type != MODEL_ROPE_DEFAULT)
+        die(EX_DATAERR, "%s: both rope_scaling and rope_parameters set a rope type", what);
+    char w[160];
+    snprintf(w, sizeof w, "%s: \"%s\"", what, key);
+    if (!strcmp(s, "linear")) c->rope_type = MODEL_ROPE_LINEAR;
+    else if (!strcmp(s, "llama3")) c->rope_type = MODEL_ROPE_LLAMA3;
+    else die(EX_DATAERR, "%s of type \"%s\" is not supported (linear, llama3)", w, s);
+    c->rope_factor = get_num(v, "factor", NAN, 1e-6, 1e6, w);
+    if (c->rope_type == MODEL_ROPE_LLAMA3) {
+        c->rope_low_freq_factor = get_num(v, "low_freq_factor", NAN, 1e-6, 1e6, w);
+        c->rope_high_freq_factor = get_num(v, "high_freq_factor", NAN, 1e-6, 1e6, w);
+        c->rope_original_max_pos = get_num(v, "original_max_position_embeddings", NAN, 1, CAP_POS, w);
+        if (!(c->rope_high_freq_factor > c->rope_low_freq_factor))
+            die(EX_DATAERR, "%s: high_freq_factor %g must be greater than low_freq_factor %g", w,
+                c->rope_high_freq_factor, c->rope_low_freq_factor);
+    }
+}
+
+void model_rope_inv_freq(const struct model_config *cfg, float *inv_freq)
+{
+    rope_inv_freq(inv_freq, cfg->hs, (float)cfg->rope_theta);
+    switch (cfg->rope_type) {
+    case MODEL_ROPE_DEFAULT: break;
+    case MODEL_ROPE_LINEAR:
+        for (int i = 0; i < cfg->hs / 2; i++) inv_freq[i] /= (float)cfg->rope_factor;
+        break;
+    case MODEL_ROPE_LLAMA3:
+        rope_scale_llama3(inv_freq, cfg->hs, cfg->rope_factor, cfg->rope_low_freq_factor,
+                          cfg->rope_high_freq_factor, cfg->rope_original_max_pos);
+        break;
+    }
 }
 
 // Features srlm does not implement: refused by name, never silently ignored.
@@ -211,8 +249,6 @@ static void check_unsupported(json_t *o, const char *what)
     const char *act = json_string_value(get(o, "hidden_act"));
     if (get(o, "hidden_act") && (!act || strcmp(act, "silu")))
         die(EX_DATAERR, "%s: hidden_act \"%s\" is not supported (only silu)", what, act ? act : "?");
-    check_rope(o, "rope_scaling", what);
-    check_rope(o, "rope_parameters", what);
     if (get_bool(o, "use_sliding_window", 0, what))
         die(EX_DATAERR, "%s: use_sliding_window true is not supported (full attention only)", what);
     if (get_bool(o, "mlp_bias", 0, what)) die(EX_DATAERR, "%s: mlp_bias true is not supported", what);
@@ -286,6 +322,8 @@ static void parse_sizes(struct model_config *c, json_t *o, const char *what)
     json_t *rp = get(o, "rope_parameters");
     double theta = get_num(rp ? rp : o, "rope_theta", 10000, 1e-3, 1e12, what);
     c->rope_theta = get_num(o, "rope_theta", theta, 1e-3, 1e12, what);
+    parse_rope(c, o, "rope_scaling", what);
+    parse_rope(c, o, "rope_parameters", what);
     c->rms_norm_eps = (float)get_num(o, "rms_norm_eps", 1e-6, 1e-12, 0.1, what);
     c->initializer_range = (float)get_num(o, "initializer_range", 0.02, 0, 1, what);
     c->tied = get_bool(o, "tie_word_embeddings", 0, what);

@@ -1,10 +1,10 @@
 // model.h — model configuration (Hugging Face config.json), the parameter layout (one flat f32
 // buffer + named pointers, llm.c style), and checkpoint I/O (model, optimizer state, trainer state).
 //
-// Architectures: llama, qwen2 (q/k/v bias), qwen3 (q/k RMSNorm, explicit head_dim). Anything the
-// config asks for that srlm does not implement (rope_scaling, sliding windows, mlp_bias, an
-// activation other than silu, another model_type) is refused with exit 65 naming the key, never
-// ignored. See docs/models.md.
+// Architectures: llama, qwen2 (q/k/v bias), qwen3 (q/k RMSNorm, explicit head_dim); RoPE plain or
+// with "linear" or "llama3" (Llama 3.1/3.2) scaling. Anything the config asks for that srlm does
+// not implement (other rope scalings, sliding windows, mlp_bias, an activation other than silu,
+// another model_type) is refused with exit 65 naming the key, never ignored. See docs/models.md.
 //
 // Layout. Every parameter kind (enum model_kind) is one contiguous block of the flat buffer, all
 // layers together: qw is (L, NH*hs, C), layer l at qw + l*NH*hs*C. Gradients and optimizer moments
@@ -57,6 +57,8 @@ enum model_kind {
     MODEL_NKIND
 };
 
+enum model_rope { MODEL_ROPE_DEFAULT, MODEL_ROPE_LINEAR, MODEL_ROPE_LLAMA3 };
+
 struct model_config {
     enum model_arch arch;
     int V;                    // vocab_size = embedding rows (may exceed the tokenizer's ids)
@@ -68,6 +70,11 @@ struct model_config {
     int hs;                   // head_dim (default C / NH)
     int max_pos;              // max_position_embeddings
     double rope_theta;
+    enum model_rope rope_type;       // rope_scaling (or rope_parameters) "rope_type"
+    double rope_factor;              // linear, llama3: "factor"
+    double rope_low_freq_factor;     // llama3
+    double rope_high_freq_factor;    // llama3
+    double rope_original_max_pos;    // llama3: "original_max_position_embeddings"
     float rms_norm_eps;
     float initializer_range;  // std of the normal init (default 0.02)
     int tied;                 // tie_word_embeddings
@@ -136,6 +143,9 @@ void model_config_parse(struct model_config *cfg, json_t *json, const char *what
 void model_config_load(struct model_config *cfg, const char *path);
 void model_config_free(struct model_config *cfg);
 const char *model_arch_name(enum model_arch arch);
+// RoPE inverse frequencies (hs/2 floats) with the config's scaling applied, as HF's rope_init_fn
+// for its rope_type computes them.
+void model_rope_inv_freq(const struct model_config *cfg, float *inv_freq);
 // A config.json object (new reference) for a preset: "tiny", "small", "qwen2.5-0.5b",
 // "qwen3-0.6b". arch overrides model_type (NULL: the preset's); vocab_size > 0 overrides V.
 // Returns NULL for an unknown name or arch.

@@ -272,6 +272,28 @@ void rope_inv_freq(float *inv_freq, int hs, float theta)
         inv_freq[i] = 1.0f / powf(theta, (float)(2 * i) / (float)hs);
 }
 
+void rope_scale_llama3(float *inv_freq, int hs, double factor, double low_freq_factor,
+                       double high_freq_factor, double original_max_pos)
+{
+    ASSERT(hs > 0 && hs % 2 == 0 && factor > 0 && high_freq_factor > low_freq_factor && low_freq_factor > 0);
+    // HF works on f32 tensors with Python-float scalars: the scalars are rounded to f32 at each
+    // operation, and `a / tensor` is reciprocal(tensor) * a.
+    const float lo_wl = (float)(original_max_pos / low_freq_factor);
+    const float hi_wl = (float)(original_max_pos / high_freq_factor);
+    const float f = (float)factor, n = (float)original_max_pos, lo = (float)low_freq_factor;
+    const float span = (float)(high_freq_factor - low_freq_factor);
+    for (int i = 0; i < hs / 2; i++) {
+        float inv = inv_freq[i];
+        float wl = (1.0f / inv) * (float)6.283185307179586;   // math.pi * 2
+        float inv_l = wl > lo_wl ? inv / f : inv;
+        if (!(wl < hi_wl) && !(wl > lo_wl)) {
+            float smooth = ((1.0f / wl) * n - lo) / span;
+            inv_l = (1.0f - smooth) * inv_l / f + smooth * inv_l;
+        }
+        inv_freq[i] = inv_l;
+    }
+}
+
 void rope_tables(float *cos_tab, float *sin_tab, const float *inv_freq, int max_pos, int hs)
 {
     ASSERT(max_pos >= 0 && hs > 0 && hs % 2 == 0);

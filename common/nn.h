@@ -113,8 +113,14 @@ void rmsnorm_backward_set_dinp(float *dinp, float *dweight, const float *dout, c
 //   out[i+hs/2]   = x[i+hs/2] cos + x[i] sin,          i < hs/2.
 
 // inv_freq (hs/2) = 1 / theta^(2i/hs), in f32 as HF's default rope_init_fn computes it. Models with
-// rope scaling (Llama 3 "rope_type": "llama3") adjust inv_freq before building the tables.
+// rope scaling adjust inv_freq before building the tables (model_rope_inv_freq in model.h).
 void rope_inv_freq(float *inv_freq, int hs, float theta);
+// Llama 3.1/3.2 frequency scaling ("rope_type": "llama3"), in f32 as HF
+// _compute_llama3_parameters does it: with wavelength w = 2π / inv_freq and the original context
+// length n, frequencies with w < n/high_freq_factor are kept, those with w > n/low_freq_factor are
+// divided by factor, and those between are blended linearly in n/w. Needs high > low > 0.
+void rope_scale_llama3(float *inv_freq, int hs, double factor, double low_freq_factor,
+                       double high_freq_factor, double original_max_pos);
 // cos_tab, sin_tab (max_pos, hs/2): the angle is (float)pos * inv_freq[i] rounded to f32, as HF
 // LlamaRotaryEmbedding computes it in f32, then cos/sin of it.
 void rope_tables(float *cos_tab, float *sin_tab, const float *inv_freq, int max_pos, int hs);

@@ -58,8 +58,8 @@ expect_rc 0 "preset qwen3 dry run" -- init-model --preset qwen3-0.6b -n
 expect_err "qwen3 L=28 C=1024 NH=16 NKV=8 hs=128 FF=3072 V=151936 tied params=596049920" "qwen3-0.6b preset"
 expect_rc 0 "preset small dry run" -- init-model --preset small -n
 expect_err "L=8 C=512 NH=8 NKV=2 hs=64 FF=1408 V=8192 tied" "small preset"
-expect_rc 65 "refused config" -- init-model -n --config "$CFG/llama-3.2-1b.json"
-expect_err '"rope_scaling" of type "llama3" is not supported' "llama 3.2 rope"
+expect_rc 0 "llama 3.2 config (llama3 rope scaling)" -- init-model -n --config "$CFG/llama-3.2-1b.json"
+expect_err "llama L=16 C=2048 NH=32 NKV=8 hs=64 FF=8192 V=128256 tied params=1235814400" "llama 3.2 config"
 expect_rc 0 "qwen3 arch on tiny" -- init-model -q --preset tiny --arch qwen3 --vocab-size 100 --out "$TMP/q3"
 expect_rc 0 "dry run on a checkpoint" -- init-model -n --from "$TMP/q3"
 expect_err "checked $TMP/q3: qwen3 L=2 C=64 NH=4 NKV=2 hs=16 FF=176 V=100 tied params=" "checkpoint check"
@@ -143,8 +143,8 @@ shape|base|65|tensor model.layers.0.self_attn.k_proj.weight: shape [32, 16], con
 nan|base|65|model.layers.0.self_attn.k_proj.weight: element 32 is nan
 shard-map|sharded|65|but the index puts it in
 shard-missing|sharded|66|No such file or directory
-rope|base|65|"rope_scaling" of type "linear" is not supported
-rope-llama3|base|65|"rope_scaling" of type "llama3" is not supported
+rope|base|65|"rope_scaling" of type "yarn" is not supported (linear, llama3)
+rope-llama3|base|65|"rope_scaling": "low_freq_factor" missing
 model-type|base|65|model_type "mistral" is not supported
 sliding|base|65|use_sliding_window true is not supported
 mlp-bias|base|65|mlp_bias true is not supported

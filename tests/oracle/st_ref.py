@@ -484,7 +484,7 @@ def corrupt_one(src, out, kind):
         idxp = os.path.join(out, "model.safetensors.index.json")
         os.remove(os.path.join(out, sorted(set(json.load(open(idxp))["weight_map"].values()))[0]))
     elif kind == "rope":
-        set_cfg(rope_scaling={"type": "linear", "factor": 2.0})
+        set_cfg(rope_scaling={"type": "yarn", "factor": 2.0})
     elif kind == "rope-llama3":
         set_cfg(rope_scaling={"rope_type": "llama3", "factor": 32.0})
     elif kind == "model-type":

@@ -421,10 +421,35 @@ static void test_rope_theta(float theta)
     free(dout); free(dinp); free(g); free(num); free(dinp0); free(din); free(zero);
 }
 
+// Llama 3.1/3.2 scaling against Meta's apply_scaling (llama/model.py), written here in double:
+// each frequency is kept, divided by the factor, or blended, by its wavelength.
+static void test_rope_llama3(void)
+{
+    enum { HS = 64 };
+    const double theta = 500000, factor = 32, lo = 1, hi = 4, old = 8192, pi = 3.14159265358979323846;
+    float inv[HS / 2];
+    rope_inv_freq(inv, HS, (float)theta);
+    rope_scale_llama3(inv, HS, factor, lo, hi, old);
+    int kept = 0, divided = 0, blended = 0;
+    for (int i = 0; i < HS / 2; i++) {
+        double f = 1.0 / pow(theta, 2.0 * i / HS), wl = 2 * pi / f, want;
+        if (wl < old / hi) { want = f; kept++; }
+        else if (wl > old / lo) { want = f / factor; divided++; }
+        else {
+            double smooth = (old / wl - lo) / (hi - lo);
+            want = (1 - smooth) * f / factor + smooth * f;
+            blended++;
+        }
+        CHECK_MSG(fabs(inv[i] - want) <= 2e-6 * want, "llama3 inv_freq[%d] = %.9g, want %.9g", i, inv[i], want);
+    }
+    CHECK_MSG(kept > 0 && divided > 0 && blended > 0, "regimes %d/%d/%d", kept, divided, blended);
+}
+
 static void test_rope(void)
 {
     test_rope_theta(10000.0f);
     test_rope_theta(1000000.0f);   // Qwen2.5 / Qwen3 rope_theta
+    test_rope_llama3();
 }
 
 // ----------------------------------------------------------------------------
