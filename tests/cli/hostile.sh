@@ -234,10 +234,9 @@ hostile 65 "unsupported tokenizer" p.jsonl tokenize --tokenizer badtok.json
 : > afile
 hostile 73 "--out under a regular file" ex.mp sft-step --model M --out afile/sub --threads 1
 
-# --- BUG-1 (open, found by tests/fuzz/fuzz-jsonl): to-json drops a map key "" when it is the first
-# zero-length string of a record (msgpack-c leaves via.str.ptr NULL, and jansson refuses a NULL
-# key; the status of json_object_setn_new_nocheck is ignored in common/json.c). Expected: the key
-# is kept, as it is when it comes later in the record. Fails until the fix lands.
+# --- BUG-1 (fixed; found by tests/fuzz/fuzz-jsonl): to-json dropped a map key "" when it was the
+# first zero-length string of a record (msgpack-c leaves via.str.ptr NULL, and jansson refuses a
+# NULL key; common/json.c ignored the status). The key must be kept, as it is when it comes later.
 echo '{"":"x","kind":"example"}' | from-json --frame srlm.test | to-json --no-frame > bug1.jsonl
 expect_eq "$(cat bug1.jsonl)" '{"":"x","kind":"example"}' "BUG-1: to-json keeps a leading empty key"
 
