@@ -106,7 +106,7 @@ static void reserve(struct generator *g, const struct gen_prompt *pr, int n)
     if (chunk_max > g->acts_N || longest > g->acts_T) {
         int N = chunk_max > g->acts_N ? chunk_max : g->acts_N, T = longest > g->acts_T ? longest : g->acts_T;
         if (g->acts_N) lm_acts_free(&g->acts);
-        lm_acts_init(&g->acts, &g->m->cfg, N, T);
+        lm_acts_init_forward(&g->acts, &g->m->cfg, N, T);
         g->acts_N = N, g->acts_T = T;
         free(g->pf_tok);
         g->pf_tok = xmalloc((size_t)N * sizeof(int));

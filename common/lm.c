@@ -6,6 +6,7 @@
 #include "util.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 // Pointer to layer l of a per-kind block whose layers hold n floats each; NULL stays NULL
@@ -37,42 +38,59 @@ static size_t grad_floats(const struct model_config *c, size_t N)
     return N * (2 * (size_t)c->C + 3 * (size_t)c->FF + 3 * qd + 3 * kd) + 16 * 11;
 }
 
-void lm_acts_init(struct lm_acts *a, const struct model_config *cfg, int N_max, int T_max)
+// Carves one layer's activations; k and v only when with_kv (forward-only arenas keep them per
+// layer, apart from the shared rest).
+static void carve_layer(struct lm_layer_acts *la, float **cur, const struct model_config *cfg, size_t N,
+                        bool with_kv)
+{
+    size_t qd = (size_t)cfg->NH * cfg->hs, kd = (size_t)cfg->NKV * cfg->hs;
+    la->x = carve(cur, N * cfg->C);
+    la->ln1 = carve(cur, N * cfg->C);
+    la->rstd1 = carve(cur, N);
+    la->qraw = carve(cur, N * qd);
+    la->kraw = carve(cur, N * kd);
+    la->qrstd = carve(cur, N * cfg->NH);
+    la->krstd = carve(cur, N * cfg->NKV);
+    la->q = carve(cur, N * qd);
+    if (with_kv) la->k = carve(cur, N * kd), la->v = carve(cur, N * kd);
+    la->att = carve(cur, N * qd);
+    la->lse = carve(cur, N * cfg->NH);
+    la->xmid = carve(cur, N * cfg->C);
+    la->ln2 = carve(cur, N * cfg->C);
+    la->rstd2 = carve(cur, N);
+    la->gate = carve(cur, N * cfg->FF);
+    la->up = carve(cur, N * cfg->FF);
+    la->act = carve(cur, N * cfg->FF);
+}
+
+static void acts_init(struct lm_acts *a, const struct model_config *cfg, int N_max, int T_max, bool train)
 {
     memset(a, 0, sizeof *a);
     ASSERT(N_max > 0 && T_max > 0 && T_max <= N_max);
     a->N_max = N_max, a->T_max = T_max;
-    size_t N = (size_t)N_max, half = (size_t)cfg->hs / 2;
+    size_t N = (size_t)N_max, half = (size_t)cfg->hs / 2, kd = (size_t)cfg->NKV * cfg->hs;
     a->scratch_size = attention_scratch_size(T_max, blas_threads());
-    size_t total = (size_t)cfg->L * layer_floats(cfg, N) + 2 * N * cfg->C + N + 2 * (size_t)T_max * half
-                   + a->scratch_size + grad_floats(cfg, N) + 16 * 8;
+    size_t layers = train ? (size_t)cfg->L * layer_floats(cfg, N)
+                          : layer_floats(cfg, N) + (size_t)cfg->L * (2 * N * kd + 32);
+    size_t total = layers + 2 * N * cfg->C + N + 2 * (size_t)T_max * half + a->scratch_size
+                   + (train ? grad_floats(cfg, N) : 0) + 16 * 8;
     a->memory = xmalloc(total * sizeof(float));
     float *cur = a->memory;
     a->tokens = xmalloc(N * sizeof(int));
     a->pos = xmalloc(N * sizeof(int));
     a->cu_seqlens = xmalloc((N + 1) * sizeof(int));
     a->layer = xcalloc((size_t)cfg->L, sizeof *a->layer);
-    size_t qd = (size_t)cfg->NH * cfg->hs, kd = (size_t)cfg->NKV * cfg->hs;
+    if (!train) carve_layer(&a->layer[0], &cur, cfg, N, false);
     for (int l = 0; l < cfg->L; l++) {
         struct lm_layer_acts *la = &a->layer[l];
-        la->x = carve(&cur, N * cfg->C);
-        la->ln1 = carve(&cur, N * cfg->C);
-        la->rstd1 = carve(&cur, N);
-        la->qraw = carve(&cur, N * qd);
-        la->kraw = carve(&cur, N * kd);
-        la->qrstd = carve(&cur, N * cfg->NH);
-        la->krstd = carve(&cur, N * cfg->NKV);
-        la->q = carve(&cur, N * qd);
-        la->k = carve(&cur, N * kd);
-        la->v = carve(&cur, N * kd);
-        la->att = carve(&cur, N * qd);
-        la->lse = carve(&cur, N * cfg->NH);
-        la->xmid = carve(&cur, N * cfg->C);
-        la->ln2 = carve(&cur, N * cfg->C);
-        la->rstd2 = carve(&cur, N);
-        la->gate = carve(&cur, N * cfg->FF);
-        la->up = carve(&cur, N * cfg->FF);
-        la->act = carve(&cur, N * cfg->FF);
+        if (train) {
+            carve_layer(la, &cur, cfg, N, true);
+        } else {
+            // Every layer overwrites the one before: layer_forward reads its input x last in the
+            // attention residual, before the MLP writes the next layer's x into the same buffer.
+            *la = a->layer[0];
+            la->k = carve(&cur, N * kd), la->v = carve(&cur, N * kd);
+        }
     }
     a->xL = carve(&cur, N * cfg->C);
     a->hN = carve(&cur, N * cfg->C);
@@ -80,12 +98,22 @@ void lm_acts_init(struct lm_acts *a, const struct model_config *cfg, int N_max, 
     a->cos_tab = carve(&cur, (size_t)T_max * half);
     a->sin_tab = carve(&cur, (size_t)T_max * half);
     a->scratch = carve(&cur, a->scratch_size);
-    a->grad_scratch = carve(&cur, grad_floats(cfg, N));
+    if (train) a->grad_scratch = carve(&cur, grad_floats(cfg, N));
     ASSERT((size_t)(cur - a->memory) <= total);
     float *inv_freq = xmalloc(half * sizeof(float));
     model_rope_inv_freq(cfg, inv_freq);
     rope_tables(a->cos_tab, a->sin_tab, inv_freq, T_max, cfg->hs);
     free(inv_freq);
+}
+
+void lm_acts_init(struct lm_acts *a, const struct model_config *cfg, int N_max, int T_max)
+{
+    acts_init(a, cfg, N_max, T_max, true);
+}
+
+void lm_acts_init_forward(struct lm_acts *a, const struct model_config *cfg, int N_max, int T_max)
+{
+    acts_init(a, cfg, N_max, T_max, false);
 }
 
 void lm_acts_free(struct lm_acts *a)
@@ -301,6 +329,7 @@ static void layer_backward(const struct model *m, struct model_params *d, float 
 void lm_backward_lora(const struct model *m, struct model_params *grads, float *lora_grads, struct lm_acts *a,
                       float *dhN)
 {
+    ASSERT(a->grad_scratch);   // lm_acts_init_forward arenas keep no activations for a backward
     const struct model_config *c = &m->cfg;
     static const struct model_params frozen;   // all NULL: no base gradient wanted
     struct model_params *d = grads ? grads : (struct model_params *)&frozen;

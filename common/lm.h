@@ -19,6 +19,10 @@
 //
 // Memory. lm_acts_init() sizes the activation arena for at most N_max tokens per forward and
 // T_max tokens per sequence; a larger batch is a clear error (exit 65), never a silent realloc.
+// lm_acts_init_forward() makes an arena for forwards without a backward (teacher logits, prompt
+// prefill, a frozen reference model): the layers share one set of activation buffers, each
+// overwriting the one before, and keep only their keys and values (for lm_prefill). At the
+// Qwen2.5-0.5B shape that is about 110 KB per token instead of 2 MB. Same results, bit for bit.
 // All buffers are owned by their struct and released by the matching _free().
 //
 // LoRA (lora.h, docs/lora.md). Adapters are attached, not passed: lm_acts_set_lora(a, lo) makes
@@ -87,6 +91,7 @@ struct lm_acts {
 };
 
 void lm_acts_init(struct lm_acts *a, const struct model_config *cfg, int N_max, int T_max);
+void lm_acts_init_forward(struct lm_acts *a, const struct model_config *cfg, int N_max, int T_max);
 void lm_acts_free(struct lm_acts *a);
 // tokens must already be checked to lie in [0, V) (done where they enter, at the stream).
 const float *lm_forward(const struct model *m, struct lm_acts *a, const int *tokens,

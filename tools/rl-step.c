@@ -367,7 +367,7 @@ static void open_ref(struct run *R)
             opt.ref, R->ref.cfg.V, topt.model_dir, R->t.model.cfg.V);
     if (topt.lora_rank == 0 && same_shape(&R->ref.cfg, &R->t.model.cfg)) return;   // share the arena
     if (R->ref.cfg.max_pos < T) T = R->ref.cfg.max_pos;
-    lm_acts_init(&R->ref_a_own, &R->ref.cfg, N, T);
+    lm_acts_init_forward(&R->ref_a_own, &R->ref.cfg, N, T);
     grpo_ws_init(&R->ref_ws_own, &R->ref.cfg, N);
     R->ref_a = &R->ref_a_own, R->ref_ws = &R->ref_ws_own;
 }

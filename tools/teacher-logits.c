@@ -166,7 +166,7 @@ static void reserve_acts(struct teacher *t, int N, int T)
     if (N < t->acts_N) N = t->acts_N;
     if (T < t->acts_T) T = t->acts_T;
     if (t->acts_N) lm_acts_free(&t->acts);
-    lm_acts_init(&t->acts, &t->m.cfg, N, T);
+    lm_acts_init_forward(&t->acts, &t->m.cfg, N, T);
     t->acts_N = N, t->acts_T = T;
 }
 

@@ -126,7 +126,7 @@ static void greedy_cached(struct model *m, const int *prompt, int T, int n, int 
 {
     struct lm_acts a;
     struct lm_cache c;
-    lm_acts_init(&a, &m->cfg, T, T);
+    lm_acts_init_forward(&a, &m->cfg, T, T);   // as rollout's prefill (generate.c)
     lm_cache_init(&c, &m->cfg, 1, T + n);
     int cu[2] = {0, T}, slot = 0;
     const float *hN = lm_prefill(m, &a, &c, prompt, cu, 1, &slot);
@@ -297,6 +297,40 @@ static void check_packing(const char *arch)
     free(packed), loss_ws_free(&w), lm_acts_free(&a), batch_free(&b), model_free(&m);
 }
 
+// A forward-only arena (layers share their buffers) gives the training arena's hidden states and
+// prefilled keys/values bit for bit, also with a longer batch planned than used.
+static void check_forward_only(const char *arch)
+{
+    struct model m;
+    tiny_model(&m, arch, 1, 8);
+    struct batch b;
+    fill_batch(&b, m.cfg.V);
+    struct lm_acts tr, fo;
+    lm_acts_init(&tr, &m.cfg, b.N, 11);
+    lm_acts_init_forward(&fo, &m.cfg, b.N + 5, 16);
+    struct lm_cache ct, cf;
+    lm_cache_init(&ct, &m.cfg, b.nseq, 16);
+    lm_cache_init(&cf, &m.cfg, b.nseq, 16);
+    int slot[16];
+    ASSERT(b.nseq <= 16);
+    for (int s = 0; s < b.nseq; s++) slot[s] = b.nseq - 1 - s;
+    size_t n = (size_t)b.N * m.cfg.C;
+    const float *h1 = lm_prefill(&m, &tr, &ct, b.tokens, b.cu, b.nseq, slot);
+    const float *h2 = lm_prefill(&m, &fo, &cf, b.tokens, b.cu, b.nseq, slot);
+    CHECK_MSG(!memcmp(h1, h2, n * sizeof(float)), "%s: forward-only hN differs from the training arena's", arch);
+    size_t kv = (size_t)m.cfg.L * b.nseq * 16 * m.cfg.NKV * m.cfg.hs;
+    bool same = true;
+    for (int s = 0; s < b.nseq; s++) same &= ct.len[s] == cf.len[s];
+    for (int l = 0; l < m.cfg.L; l++)   // compare only the stored positions (the rest is uninitialised)
+        for (int s = 0; s < b.nseq; s++) {
+            size_t off = (((size_t)l * b.nseq + s) * 16) * m.cfg.NKV * m.cfg.hs, len = (size_t)ct.len[s] * m.cfg.NKV * m.cfg.hs;
+            ASSERT(off + len <= kv);
+            same &= !memcmp(ct.k + off, cf.k + off, len * sizeof(float)) && !memcmp(ct.v + off, cf.v + off, len * sizeof(float));
+        }
+    CHECK_MSG(same, "%s: forward-only prefill stores other keys/values", arch);
+    lm_cache_free(&ct), lm_cache_free(&cf), lm_acts_free(&tr), lm_acts_free(&fo), batch_free(&b), model_free(&m);
+}
+
 int main(int argc, char **argv)
 {
     tool_init(argv[0]);
@@ -312,6 +346,7 @@ int main(int argc, char **argv)
         check_decode(arch[i], false);
         check_decode(arch[i], true);
         check_packing(arch[i]);
+        check_forward_only(arch[i]);
     }
     return test_finish("test-lm");
 }
