@@ -28,6 +28,22 @@ expect_eq() { if [ "$1" = "$2" ]; then ok; else bad "$3: got '$1', want '$2'"; f
 # expect_same FILE1 FILE2 DESC
 expect_same() { if cmp -s "$1" "$2"; then ok; else bad "$3: $1 and $2 differ"; fi; }
 
+# need_torch [MODULE...]: the PyTorch oracle's setup — PY, REF (tests/oracle/ref_model.py) and
+# OPENBLAS_CORETYPE (torch's OpenBLAS picks slow kernels on AVX-512 VMs, and SkylakeX would crash
+# a CPU without AVX-512, hence the check). Without torch (and MODULEs) one failed check ends the
+# script: make check installs them.
+need_torch() {
+    PY=/usr/bin/python3
+    grep -q avx512f /proc/cpuinfo 2>/dev/null && export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
+    REF="$TOP/tests/oracle/ref_model.py"
+    local mods
+    mods=$(IFS=,; echo "torch${*:+,$*}")
+    if ! $PY -c "import $mods" 2>/dev/null; then
+        echo "$NAME: python3 cannot import $mods (make check installs them)" >&2
+        echo "$NAME: 0 passed, 1 failed"; exit 1
+    fi
+}
+
 finish() {
     echo "$NAME: $pass passed, $fail failed"
     [ "$fail" = 0 ]

@@ -4,14 +4,8 @@
 # clipping; greedy generation with the KV cache. Weights arrive in f32, bf16 and f16, single-file
 # and sharded.
 . "$(dirname "$0")/../lib.sh"
-PY=/usr/bin/python3
-grep -q avx512f /proc/cpuinfo 2>/dev/null && export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
-REF="$TOP/tests/oracle/ref_model.py"
+need_torch
 LM="$TOP/build/tests/bin/test-lm"
-if ! $PY -c 'import torch' 2>/dev/null; then
-    echo "lm-torch: python3-torch missing (make check installs it)" >&2
-    echo "lm-torch: 0 passed, 1 failed"; exit 1
-fi
 
 # name | config.json body | init flags
 configs=(

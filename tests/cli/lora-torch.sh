@@ -9,16 +9,10 @@
 # Then: a fresh C adapter has PEFT's exact file layout and init (checked in python); lora-merge's
 # flags and its errors (64 usage, 65 bad adapter, 66 missing input, 73 unwritable output).
 . "$(dirname "$0")/../lib.sh"
-PY=/usr/bin/python3
-grep -q avx512f /proc/cpuinfo 2>/dev/null && export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
-REF="$TOP/tests/oracle/ref_model.py"
+need_torch
 RL="$TOP/tests/oracle/ref_lora.py"
 LM="$TOP/build/tests/bin/test-lm"
 LO="$TOP/build/tests/bin/test-lora"
-if ! $PY -c 'import torch' 2>/dev/null; then
-    echo "lora-torch: python3-torch missing (make check installs it)" >&2
-    echo "lora-torch: 0 passed, 1 failed"; exit 1
-fi
 
 # name | config.json body | model init flags | adapter flags
 configs=(

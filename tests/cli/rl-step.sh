@@ -8,14 +8,9 @@
 # 70 with no checkpoint, /dev/full 74, resume bit-identical to an uninterrupted run; and
 # pipelines/grpo.sh raising the mean reward of a tiny verifiable task.
 . "$(dirname "$0")/../lib.sh"
-PY=/usr/bin/python3
-grep -q avx512f /proc/cpuinfo 2>/dev/null && export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
+need_torch msgpack
 REFM="$TOP/tests/oracle/ref_model.py"
 REFG="$TOP/tests/oracle/ref_grpo.py"
-if ! $PY -c 'import torch, msgpack' 2>/dev/null; then
-    echo "rl-step: python3-torch / python3-msgpack missing (make check installs them)" >&2
-    echo "rl-step: 0 passed, 1 failed"; exit 1
-fi
 cd "$TMP"
 
 # two tiny architectures: llama with an untied head, qwen3 (q/k norms) with tied embeddings

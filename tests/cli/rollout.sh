@@ -4,14 +4,8 @@
 # seed gives the same bytes; splitting the input, batching and threads give the same samples;
 # groups are contiguous; eos / stop / length endings; padded vocabularies; flags and bad input.
 . "$(dirname "$0")/../lib.sh"
-PY=/usr/bin/python3
-grep -q avx512f /proc/cpuinfo 2>/dev/null && export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
-REF="$TOP/tests/oracle/ref_model.py"
+need_torch
 CHK="$TOP/tests/oracle/ref_sample.py"
-if ! $PY -c 'import torch' 2>/dev/null; then
-    echo "rollout: python3-torch missing (make check installs it)" >&2
-    echo "rollout: 0 passed, 1 failed"; exit 1
-fi
 
 # model DIR VOCAB [EXTRA_JSON]: a tiny qwen2 with peaked (std 0.3) random weights + tok-tiny
 model() {

@@ -4,14 +4,8 @@
 # --batch-tokens; a padded-vocabulary teacher never puts padding ids in the top k but normalises
 # over all its logits; header; flags; mismatches and bad input.
 . "$(dirname "$0")/../lib.sh"
-PY=/usr/bin/python3
-grep -q avx512f /proc/cpuinfo 2>/dev/null && export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
-REF="$TOP/tests/oracle/ref_model.py"
+need_torch
 CHK="$TOP/tests/oracle/ref_sample.py"
-if ! $PY -c 'import torch' 2>/dev/null; then
-    echo "teacher-logits: python3-torch missing (make check installs it)" >&2
-    echo "teacher-logits: 0 passed, 1 failed"; exit 1
-fi
 
 # model DIR VOCAB ARCH: tiny random model + tok-tiny
 model() {
