@@ -38,7 +38,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-if [ "${1:-build}" = test ] && [ ! -d tests/oracle/node_modules ]; then
+# (Re)installs when node_modules is missing or was installed from another package-lock.json (a
+# pull that adds an oracle): the stamp is the lock file npm ci last installed.
+stamp=tests/oracle/node_modules/.srlm-package-lock.json
+if [ "${1:-build}" = test ] && ! cmp -s tests/oracle/package-lock.json "$stamp"; then
     echo "deps: installing the Node.js test oracles (tests/oracle/package.json)" >&2
     # --loglevel error: quiet on success, but npm's reason (network, TLS, lock) on failure, and a
     # line naming what failed: `set -e` alone ended make with no word of it.
@@ -46,4 +49,5 @@ if [ "${1:-build}" = test ] && [ ! -d tests/oracle/node_modules ]; then
         echo "deps: npm ci in tests/oracle failed (see npm's error above); the tokenizer and stream oracles need it" >&2
         exit 1
     fi
+    cp tests/oracle/package-lock.json "$stamp"
 fi
