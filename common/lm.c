@@ -38,6 +38,23 @@ static size_t grad_floats(const struct model_config *c, size_t N)
     return N * (2 * (size_t)c->C + 3 * (size_t)c->FF + 3 * qd + 3 * kd) + 16 * 11;
 }
 
+// RoPE inverse frequencies (hs/2 floats) with the config's scaling applied, as HF's rope_init_fn
+// for its rope_type computes them.
+static void rope_inv_freq_scaled(const struct model_config *cfg, float *inv_freq)
+{
+    rope_inv_freq(inv_freq, cfg->hs, (float)cfg->rope_theta);
+    switch (cfg->rope_type) {
+    case MODEL_ROPE_DEFAULT: break;
+    case MODEL_ROPE_LINEAR:
+        for (int i = 0; i < cfg->hs / 2; i++) inv_freq[i] /= (float)cfg->rope_factor;
+        break;
+    case MODEL_ROPE_LLAMA3:
+        rope_scale_llama3(inv_freq, cfg->hs, cfg->rope_factor, cfg->rope_low_freq_factor,
+                          cfg->rope_high_freq_factor, cfg->rope_original_max_pos);
+        break;
+    }
+}
+
 // Carves one layer's activations; k and v only when with_kv (forward-only arenas keep them per
 // layer, apart from the shared rest).
 static void carve_layer(struct lm_layer_acts *la, float **cur, const struct model_config *cfg, size_t N,
@@ -101,7 +118,7 @@ static void acts_init(struct lm_acts *a, const struct model_config *cfg, int N_m
     if (train) a->grad_scratch = carve(&cur, grad_floats(cfg, N));
     ASSERT((size_t)(cur - a->memory) <= total);
     float *inv_freq = xmalloc(half * sizeof(float));
-    model_rope_inv_freq(cfg, inv_freq);
+    rope_inv_freq_scaled(cfg, inv_freq);
     rope_tables(a->cos_tab, a->sin_tab, inv_freq, T_max, cfg->hs);
     free(inv_freq);
 }
@@ -375,7 +392,7 @@ void lm_cache_init(struct lm_cache *c, const struct model_config *cfg, int slots
     c->cos_tab = xmalloc((size_t)T_max * half * sizeof(float));
     c->sin_tab = xmalloc((size_t)T_max * half * sizeof(float));
     float *inv_freq = xmalloc(half * sizeof(float));
-    model_rope_inv_freq(cfg, inv_freq);
+    rope_inv_freq_scaled(cfg, inv_freq);
     rope_tables(c->cos_tab, c->sin_tab, inv_freq, T_max, cfg->hs);
     free(inv_freq);
 }

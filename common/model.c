@@ -1,7 +1,6 @@
 // model.c — see model.h for the contract.
 #include "model.h"
 #include "json.h"
-#include "nn.h"
 #include "runstate.h"
 #include "util.h"
 
@@ -225,21 +224,6 @@ static void parse_rope(struct model_config *c, json_t *o, const char *key, const
         if (!(c->rope_high_freq_factor > c->rope_low_freq_factor))
             die(EX_DATAERR, "%s: high_freq_factor %g must be greater than low_freq_factor %g", w,
                 c->rope_high_freq_factor, c->rope_low_freq_factor);
-    }
-}
-
-void model_rope_inv_freq(const struct model_config *cfg, float *inv_freq)
-{
-    rope_inv_freq(inv_freq, cfg->hs, (float)cfg->rope_theta);
-    switch (cfg->rope_type) {
-    case MODEL_ROPE_DEFAULT: break;
-    case MODEL_ROPE_LINEAR:
-        for (int i = 0; i < cfg->hs / 2; i++) inv_freq[i] /= (float)cfg->rope_factor;
-        break;
-    case MODEL_ROPE_LLAMA3:
-        rope_scale_llama3(inv_freq, cfg->hs, cfg->rope_factor, cfg->rope_low_freq_factor,
-                          cfg->rope_high_freq_factor, cfg->rope_original_max_pos);
-        break;
     }
 }
 

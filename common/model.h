@@ -143,9 +143,6 @@ void model_config_parse(struct model_config *cfg, json_t *json, const char *what
 void model_config_load(struct model_config *cfg, const char *path);
 void model_config_free(struct model_config *cfg);
 const char *model_arch_name(enum model_arch arch);
-// RoPE inverse frequencies (hs/2 floats) with the config's scaling applied, as HF's rope_init_fn
-// for its rope_type computes them.
-void model_rope_inv_freq(const struct model_config *cfg, float *inv_freq);
 // A config.json object (new reference) for a preset: "tiny", "small", "qwen2.5-0.5b",
 // "qwen3-0.6b". arch overrides model_type (NULL: the preset's); vocab_size > 0 overrides V.
 // Returns NULL for an unknown name or arch.

@@ -113,7 +113,7 @@ void rmsnorm_backward_set_dinp(float *dinp, float *dweight, const float *dout, c
 //   out[i+hs/2]   = x[i+hs/2] cos + x[i] sin,          i < hs/2.
 
 // inv_freq (hs/2) = 1 / theta^(2i/hs), in f32 as HF's default rope_init_fn computes it. Models with
-// rope scaling adjust inv_freq before building the tables (model_rope_inv_freq in model.h).
+// rope scaling adjust inv_freq before building the tables (rope_inv_freq_scaled in lm.c).
 void rope_inv_freq(float *inv_freq, int hs, float theta);
 // Llama 3.1/3.2 frequency scaling ("rope_type": "llama3"), in f32 as HF
 // _compute_llama3_parameters does it: with wavelength w = 2π / inv_freq and the original context
