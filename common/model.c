@@ -211,7 +211,7 @@ static void parse_rope(struct model_config *c, json_t *o, const char *key, const
     if (!s || !strcmp(s, "default")) return;
     if (c->rope_type != MODEL_ROPE_DEFAULT)
         die(EX_DATAERR, "%s: both rope_scaling and rope_parameters set a rope type", what);
-    char w[160];
+    char w[PATH_MAX + 64];   // messages name the file and the key
     snprintf(w, sizeof w, "%s: \"%s\"", what, key);
     if (!strcmp(s, "linear")) c->rope_type = MODEL_ROPE_LINEAR;
     else if (!strcmp(s, "llama3")) c->rope_type = MODEL_ROPE_LLAMA3;
