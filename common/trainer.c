@@ -1,6 +1,7 @@
 // trainer.c — see trainer.h.
 #include "trainer.h"
 #include "blas.h"
+#include "json.h"
 #include "lora.h"
 #include "util.h"
 
@@ -108,14 +109,6 @@ void trainer_usage(FILE *f)
 // ---------------------------------------------------------------------------------------------
 // files
 
-static char *path_cat(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = xmalloc(n);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 static bool file_exists(const char *path)
 {
     struct stat sb;
@@ -126,32 +119,22 @@ static bool file_exists(const char *path)
 // could never save fails now (exit 73) rather than after hours of training.
 static void out_dir_prepare(const char *dir)
 {
-    char *p = xstrdup(dir);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = '\0';
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) die(EX_CANTCREAT, "create %s:", p);
-        *s = '/';
-    }
-    if (mkdir(p, 0777) != 0 && errno != EEXIST) die(EX_CANTCREAT, "create %s:", p);
-    struct stat sb;
-    if (stat(p, &sb) != 0 || !S_ISDIR(sb.st_mode)) die(EX_CANTCREAT, "create %s: not a directory", p);
+    make_dirs(dir);
     char probe[64];
     snprintf(probe, sizeof probe, ".srlm-probe.%ld", (long)getpid());
-    char *path = path_cat(p, probe);
+    char *path = path_join(dir, probe);
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0) die(EX_CANTCREAT, "create %s:", path);
     close(fd);
     unlink(path);
     free(path);
-    free(p);
 }
 
 static char *state_dir(const char *out, long step)
 {
     char name[48];
     snprintf(name, sizeof name, "state-%ld", step);
-    return path_cat(out, name);
+    return path_join(out, name);
 }
 
 // Removes DIR/state-* except state-<keep> (files inside, then the directory). Best effort: a
@@ -165,13 +148,13 @@ static void remove_other_states(const char *out, long keep)
     snprintf(keepname, sizeof keepname, "state-%ld", keep);
     while ((e = readdir(d))) {
         if (strncmp(e->d_name, "state-", 6) || !strcmp(e->d_name, keepname)) continue;
-        char *sd = path_cat(out, e->d_name);
+        char *sd = path_join(out, e->d_name);
         DIR *sdir = opendir(sd);
         if (sdir) {
             struct dirent *f;
             while ((f = readdir(sdir)))
                 if (strcmp(f->d_name, ".") && strcmp(f->d_name, "..")) {
-                    char *fp = path_cat(sd, f->d_name);
+                    char *fp = path_join(sd, f->d_name);
                     unlink(fp);
                     free(fp);
                 }
@@ -186,25 +169,17 @@ static void remove_other_states(const char *out, long keep)
 // ---------------------------------------------------------------------------------------------
 // init
 
-static json_t *load_json(const char *path)
-{
-    json_error_t err;
-    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
-    if (!j) die(EX_DATAERR, "%s: %s", path, err.text);
-    return j;
-}
-
 // The checkpoint step in DIR (of its model, or of its adapter with LoRA), or -1 when DIR holds no
 // srlm checkpoint.
 static long checkpoint_step(const char *out, bool lora)
 {
     const char *file = lora ? "adapter_model.safetensors" : "model.safetensors";
-    char *mp = path_cat(out, file);
+    char *mp = path_join(out, file);
     bool has = file_exists(mp);
     free(mp);
     if (!has) return -1;
     struct safetensors st;
-    char *p = path_cat(out, file);
+    char *p = path_join(out, file);
     safetensors_open(&st, p);
     const char *s = safetensors_metadata(&st, "srlm_step");
     long step = -1;
@@ -231,11 +206,11 @@ static int state_bufs(struct trainer *t, struct model_state_buf *bufs, bool mast
 
 static void resume_state(struct trainer *t, long step)
 {
-    char *sd = state_dir(t->opt.out_dir, step), *tsp = path_cat(sd, "trainer_state.json");
+    char *sd = state_dir(t->opt.out_dir, step), *tsp = path_join(sd, "trainer_state.json");
     if (!file_exists(tsp))
         die(EX_DATAERR, "%s: checkpoint of step %ld has no run state (%s missing); cannot resume",
             t->opt.out_dir, step, tsp);
-    json_t *peek = load_json(tsp);
+    json_t *peek = json_read_file(tsp);
     bool master = json_is_true(json_object_get(peek, "master_weights"));
     json_decref(peek);
     struct model_state_buf bufs[3];
@@ -294,7 +269,7 @@ void trainer_init(struct trainer *t, const struct trainer_options *o)
     blas_init(o->threads);
     out_dir_prepare(o->out_dir);
 
-    char *tok = path_cat(o->model_dir, "tokenizer.json");
+    char *tok = path_join(o->model_dir, "tokenizer.json");
     if (file_exists(tok)) {
         t->tok_hash = hash_file(tok);
         t->has_tok_hash = true;

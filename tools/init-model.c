@@ -11,6 +11,7 @@
 // Initialisation follows transformers' _init_weights: normal(0, initializer_range) for linear
 // and embedding weights, zeros for biases, ones for RMSNorm weights. Element i of tensor t is a
 // function of (seed, t, i) only (counter-based splitmix64), see model_init_random().
+#include "json.h"
 #include "model.h"
 #include "util.h"
 
@@ -104,12 +105,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 // The config.json object the options describe (new reference).
 static json_t *config_json(const struct options *o)
 {
-    if (o->config) {
-        json_error_t err;
-        json_t *j = json_load_file(o->config, JSON_REJECT_DUPLICATES, &err);
-        if (!j) die(strstr(err.text, "unable to open") ? EX_NOINPUT : EX_DATAERR, "%s: %s", o->config, err.text);
-        return j;
-    }
+    if (o->config) return json_read_file(o->config);   // 66 missing, 65 not JSON
     int V = o->vocab_size;
     if (!V && o->tokenizer && !strcmp(o->preset, "tiny")) {
         char *tok = xmalloc(strlen(o->tokenizer) + 16);
