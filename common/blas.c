@@ -6,17 +6,9 @@
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
+#include "safetensors.h"   // bf16_to_f32
 #include "util.h"
-
-static inline float bf16_bits_to_f32(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
 
 static int blas_nthreads = 1;
 
@@ -83,11 +75,16 @@ const char *blas_arch_name(void)
 
 #define SMALLM_MAX 8   // up to this many rows of A (measured: bench/sgemm.c decode shapes)
 
+// Whether the AVX2 + FMA kernels below can run (cpuid, read once).
 static bool cpu_has_avx2_fma(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    static int ok = -1;
+    if (ok < 0) {
+        __builtin_cpu_init();
+        ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return ok;
 #else
     return false;
 #endif
@@ -174,7 +171,7 @@ bf16_kernel(float out[4][4], const float *A, int lda, const float *Ap, int ldap,
             const float *ar = A + (size_t)r * lda;
             float s = hsum256(acc[r][c]);
             for (int k = K16; k < K; k++)
-                s += ar[k] * bf16_bits_to_f32(b[c][k]);
+                s += ar[k] * bf16_to_f32(b[c][k]);
             out[r][c] = s;
         }
 }
@@ -220,12 +217,6 @@ static float *bf16_permute_a(const float *A, int lda, int M, int K)
 }
 #endif
 
-// C_i(M,N_i) = alpha·A·B_iᵀ + beta_i·C_i for every part i (ldb = ldc_i = its row length as
-// given), in blocks of JB B rows over all parts together (a thread's share, static schedule): one
-// parallel region for several products that share A. The rows of A go in groups of up to 4
-// against each block while it sits in L1. B is f32 or (bf16) bf16; without AVX2/FMA (simd ==
-// false) the same dots are formed by a scalar loop in the same grouping. Each element of C is one
-// dot product in a fixed order, whatever the parts and the thread count.
 // The f32 few-row path: AVX2 + FMA, unless SRLM_NO_SMALLM is set (to compare with BLIS).
 static bool smallm_enabled(void)
 {
@@ -236,6 +227,12 @@ static bool smallm_enabled(void)
 
 struct smallm_part { const void *B; int N, ldb; float *C; int ldc; float beta; };
 
+// C_i(M,N_i) = alpha·A·B_iᵀ + beta_i·C_i for every part i (ldb = ldc_i = its row length as
+// given), in blocks of JB B rows over all parts together (a thread's share, static schedule): one
+// parallel region for several products that share A. The rows of A go in groups of up to 4
+// against each block while it sits in L1. B is f32 or (bf16) bf16; without AVX2/FMA (simd ==
+// false) the same dots are formed by a scalar loop in the same grouping. Each element of C is one
+// dot product in a fixed order, whatever the parts and the thread count.
 static void smallm_gemm_parts(int M, int K, float alpha, const float *A, int lda,
                               const struct smallm_part *part, int np, bool bf16, bool simd)
 {
@@ -276,7 +273,7 @@ static void smallm_gemm_parts(int M, int K, float alpha, const float *A, int lda
                                           : (const void *)((const float *)B + (size_t)(j + c) * ldb);
                     float s = 0;
                     for (int k = 0; k < K; k++)
-                        s += ar[k] * (bf16 ? bf16_bits_to_f32(((const uint16_t *)bc)[k]) : ((const float *)bc)[k]);
+                        s += ar[k] * (bf16 ? bf16_to_f32(((const uint16_t *)bc)[k]) : ((const float *)bc)[k]);
                     out[r][c] = s;
                 }
             for (int r = 0; r < nm; r++)
@@ -301,8 +298,6 @@ void sgemm_nt_parts(int M, int K, const float *A, int lda, const struct gemm_nt_
 {
     ASSERT(M >= 0 && K > 0 && nparts >= 1 && nparts <= 8);
     if (M == 0) return;
-    static int simd = -1;
-    if (simd < 0) simd = cpu_has_avx2_fma();
     if (!bf16 && (M > SMALLM_MAX || !smallm_enabled())) {
         for (int i = 0; i < nparts; i++)
             sgemm_rm(false, true, M, parts[i].N, K, 1.0f, A, lda, parts[i].B, K, parts[i].beta, parts[i].C,
@@ -312,7 +307,7 @@ void sgemm_nt_parts(int M, int K, const float *A, int lda, const struct gemm_nt_
     struct smallm_part p[8];
     for (int i = 0; i < nparts; i++)
         p[i] = (struct smallm_part){parts[i].B, parts[i].N, K, parts[i].C, parts[i].N, parts[i].beta};
-    smallm_gemm_parts(M, K, 1.0f, A, lda, p, nparts, bf16, simd);
+    smallm_gemm_parts(M, K, 1.0f, A, lda, p, nparts, bf16, cpu_has_avx2_fma());
 }
 
 void sgemm_bf16_nt(int M, int N, int K, const float *A, int lda, const uint16_t *B, int ldb,
@@ -320,9 +315,7 @@ void sgemm_bf16_nt(int M, int N, int K, const float *A, int lda, const uint16_t 
 {
     ASSERT(M >= 0 && N >= 0 && K >= 0);
     if (M == 0 || N == 0) return;
-    static int simd = -1;
-    if (simd < 0) simd = cpu_has_avx2_fma();
-    smallm_gemm(M, N, K, 1.0f, A, lda, B, ldb, true, beta, C, ldc, simd);
+    smallm_gemm(M, N, K, 1.0f, A, lda, B, ldb, true, beta, C, ldc, cpu_has_avx2_fma());
 }
 
 void sgemm_rm(bool trans_a, bool trans_b, int M, int N, int K,

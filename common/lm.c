@@ -451,8 +451,6 @@ void lm_cache_copy(struct lm_cache *c, const struct model_config *cfg, int dst, 
     c->len[dst] = c->len[src];
 }
 
-// One query row per (b, head) against its slot's cached keys 0..pos (the new token included).
-// Same maths as attention_forward: scaled scores, max-subtracted softmax, weighted sum of values.
 // One query head of one sequence against its T cached keys and values. The q·k dot products
 // were a scalar chain (a float sum is not reordered without -ffast-math) and took a third of a
 // small model's decode step at a few hundred positions. Here four keys at a time, each dot in 8
@@ -506,6 +504,8 @@ static void attend_one(float *out, float *sc, const float *q, const float *K, co
     }
 }
 
+// One query row per (b, head) against its slot's cached keys 0..pos (the new token included).
+// Same maths as attention_forward: scaled scores, max-subtracted softmax, weighted sum of values.
 static void attention_decode(const struct lm_cache *c, const struct model_config *cfg, int l,
                              const int *slot, const int *pos, int B)
 {
@@ -527,16 +527,19 @@ static void lora_decode(const struct lm_cache *c, int l, enum lora_target t, flo
     if (c->lora && (c->lora->targets & (1u << t))) lora_forward(c->lora, l, t, out, inp, c->lora_t, B);
 }
 
+// The bf16 mirror of weight w (a pointer into the f32 parameters).
+static const uint16_t *bf16_weight(const struct model *m, const float *w, size_t n)
+{
+    ASSERT(w >= m->params_memory && w + n <= m->params_memory + m->cfg.num_params);
+    return model_bf16_at(m, w);
+}
+
 // A decode-step product: from the bf16 mirror when the model has one (model_use_bf16).
 static void decode_matmul(const struct model *m, float *out, const float *inp, const float *w,
                           const float *bias, int B, int C, int OC)
 {
-    if (m->bf16_memory) {
-        ASSERT(w >= m->params_memory && w + (size_t)OC * C <= m->params_memory + m->cfg.num_params);
-        matmul_forward_bf16(out, inp, model_bf16_at(m, w), bias, B, C, OC);
-    } else {
-        matmul_forward(out, inp, w, bias, B, C, OC);
-    }
+    if (m->bf16_memory) matmul_forward_bf16(out, inp, bf16_weight(m, w, (size_t)OC * C), bias, B, C, OC);
+    else matmul_forward(out, inp, w, bias, B, C, OC);
 }
 
 // Products of one decode step that share their input (q, k, v; gate, up) in one parallel region:
@@ -549,11 +552,7 @@ static void decode_matmuls(const struct model *m, const float *inp, int B, int C
     for (int i = 0; i < n; i++) {
         if (bias[i])
             for (int b = 0; b < B; b++) memcpy(out[i] + (size_t)b * OC[i], bias[i], (size_t)OC[i] * sizeof(float));
-        const void *wi = w[i];
-        if (m->bf16_memory) {
-            ASSERT(w[i] >= m->params_memory && w[i] + (size_t)OC[i] * C <= m->params_memory + m->cfg.num_params);
-            wi = model_bf16_at(m, w[i]);
-        }
+        const void *wi = m->bf16_memory ? (const void *)bf16_weight(m, w[i], (size_t)OC[i] * C) : w[i];
         part[i] = (struct gemm_nt_part){wi, OC[i], out[i], bias[i] ? 1.0f : 0.0f};
     }
     sgemm_nt_parts(B, C, inp, C, part, n, m->bf16_memory != NULL);

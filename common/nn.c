@@ -17,6 +17,12 @@
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
+// Element-wise loops open a parallel region only above this many elements: a decode step (one
+// row per sequence) has ~15 such loops per layer, and waking the other thread for each (a futex
+// round trip under OMP_WAIT_POLICY=PASSIVE) cost more than the loop. Row-wise results do not
+// depend on the thread count either way.
+#define PAR_MIN_WORK 32768
+
 // ----------------------------------------------------------------------------
 // vectorised row helpers
 //
@@ -31,11 +37,6 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
 // (GCC target_clones, an ifunc), because the project's baseline -march has no AVX. "no-trapping-
 // math" lets GCC turn the clamps into blends; nothing here reads floating-point exception flags.
 // The clone is fixed per machine, so results stay bitwise reproducible there.
-// Element-wise loops open a parallel region only above this many elements: a decode step (one
-// row per sequence) has ~15 such loops per layer, and waking the other thread for each (a futex
-// round trip under OMP_WAIT_POLICY=PASSIVE) cost more than the loop. Row-wise results do not
-// depend on the thread count either way.
-#define PAR_MIN_WORK 32768
 #define NN_VEC __attribute__((target_clones("avx512f", "avx2", "default"), optimize("no-trapping-math")))
 
 __attribute__((optimize("no-trapping-math")))
