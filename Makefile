@@ -71,7 +71,10 @@ asan:
 # Fuzz harnesses (tests/fuzz/fuzz-*.c -> build/fuzz/bin/fuzz-*): clang with libFuzzer, ASan and
 # UBSan, linked against a separately built, instrumented copy of the common/ objects they need.
 # tests/fuzz/trap.h explains FUZZ_WRAP (die() -> exit() must not end the fuzzing process).
-FUZZ_CC      ?= clang
+# Debian's clang-14 package installs only clang-14; the clang package adds the plain name.
+ifeq ($(origin FUZZ_CC),undefined)
+FUZZ_CC      := $(or $(shell command -v clang 2>/dev/null),$(shell command -v clang-14 2>/dev/null),clang)
+endif
 FUZZ_HARNESS  = $(patsubst tests/fuzz/fuzz-%.c,%,$(wildcard tests/fuzz/fuzz-*.c))
 FUZZ_COMMON   = util rec json tokenizer safetensors runstate model reward
 FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer

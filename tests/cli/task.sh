@@ -211,7 +211,7 @@ for l in open('$TMP/tc.jsonl'):
     "$TOP/build/tests/bin/test-tokenizer" roundtrip "$EX/tokenizer.json" < "$TMP/lines" > "$TMP/rt.c"
     expect_same "$TMP/rt.js" "$TMP/rt.c" "decode(encode(x)) agrees with HF"
 else
-    echo "$NAME: node or @huggingface/tokenizers missing: tokenizer oracle skipped" >&2
+    bad "node or @huggingface/tokenizers missing (npm ci in tests/oracle): tokenizer oracle not run"
 fi
 
 # --- model configs

