@@ -151,6 +151,13 @@ uint64_t lora_hash(const struct lora *lo)
     return h;
 }
 
+uint64_t lora_policy_hash(uint64_t base_hash, uint64_t adapter_hash)
+{
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++) b[i] = (unsigned char)(adapter_hash >> (8 * i));
+    return XXH3_64bits_withSeed(b, sizeof b, base_hash);
+}
+
 // ---------------------------------------------------------------------------------------------
 // merge
 

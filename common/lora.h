@@ -154,6 +154,11 @@ void lora_load(struct lora *lo, const struct model_config *mc, const char *dir);
 void lora_merge(struct model *m, const struct lora *lo);
 // xxh3-64 over r, scaling and the f32 parameters in table order ("adapter_xxh3" in headers).
 uint64_t lora_hash(const struct lora *lo);
+// The identity of a policy made of a base model and an adapter: xxh3-64 of the 8 little-endian
+// bytes of adapter_hash, seeded with base_hash. Streams that a base + adapter made (rollout,
+// teacher-logits) carry it as "model_xxh3" (with "base_model_xxh3" and "adapter_xxh3" beside it),
+// and rl-step compares it with the policy it trains, so the one number names both parts.
+uint64_t lora_policy_hash(uint64_t base_hash, uint64_t adapter_hash);
 
 // Optimizer state beside the adapter, as model_state_save/load (model.h) but in the adapter's
 // layout: DIR/optimizer.safetensors holds "<buf name>.<PEFT tensor name>" for every buffer (f32,
