@@ -30,7 +30,10 @@ TST = $(UNIT:%=build/tests/bin/%)
 
 all: deps $(BIN)
 
-# Checks the build dependencies; as root on Debian it installs what is missing (scripts/deps.sh).
+# Checks the build dependencies; as root on Debian it installs what is missing (.ci/deps.sh).
+# Every object waits for it (the order-only `| deps` below): with -j, `all: deps $(BIN)` alone let
+# the compiler start before the -dev packages were installed. Order-only, so it never makes an
+# object out of date.
 deps:
 	@.ci/deps.sh build
 
@@ -40,10 +43,10 @@ bin/%: build/tools/%.o $(LIB)
 build/tests/bin/%: build/tests/unit/%.o build/common/nn_ref.o $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-build/common/nn_ref.o: $(wildcard common/nn_ref.c)
+build/common/nn_ref.o: $(wildcard common/nn_ref.c) | deps
 	@mkdir -p $(@D)
 	$(if $<,$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<,echo 'static int nn_ref_unused;' | $(CC) -x c -c -o $@ -)
-build/%.o: %.c
+build/%.o: %.c | deps
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(FILE_CFLAGS) -c -o $@ $<
 
