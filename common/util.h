@@ -76,4 +76,27 @@ char *path_join(const char *dir, const char *name);
 // could not be created or is not a directory.
 void make_dirs(const char *dir);
 
+// ---------------------------------------------------------------------------------------------
+// Input operands and CPU count (issue 15: one FILE operand everywhere; threads by default).
+
+// A tool's input operand, as cat takes it: NULL or "-" is stdin (named "<stdin>"), else the file.
+// Exits 66 when it cannot be opened ("open NAME: No such file or directory") or is a directory
+// ("open NAME: Is a directory"; stdin too, as `tool < dir`). *name receives the name for messages;
+// close with close_input().
+FILE *open_input_path(const char *path, const char **name);
+// The same for a tool that reads one input stream: its operands are argv[first..argc-1] (first is
+// getopt's optind after the options). None or "-" is stdin; more than one is a usage error (64,
+// "too many operands (one input file at most)").
+FILE *open_input_operand(int argc, char **argv, int first, const char **name);
+
+// The CPUs this process may use: the CPUs in its affinity mask (sched_getaffinity: taskset,
+// cpusets), capped by the CPU quota of its cgroup (see cgroup_cpu_limit). At least 1.
+int cpus_available(void);
+// The CPU quota of a cgroup as a CPU count: the smallest ceil(quota / period) over the cgroup
+// and its ancestors, from cgroup v2's cpu.max ("quota period", "max" = none) or cgroup v1's
+// cpu.cfs_quota_us / cpu.cfs_period_us (-1 = none). self_cgroup is the text of
+// /proc/self/cgroup, mountinfo that of /proc/self/mountinfo (where the hierarchies are
+// mounted, so tests can point them at a directory of their own). 0 when no quota is set.
+int cgroup_cpu_limit(const char *mountinfo, const char *self_cgroup);
+
 #endif
