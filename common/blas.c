@@ -42,7 +42,7 @@ void blas_init(int threads)
             s = getenv("OMP_NUM_THREADS");
             name = "OMP_NUM_THREADS";
         }
-        threads = (s && *s) ? (int)parse_int(s, 1, 4096, name) : 1;
+        threads = (s && *s) ? (int)parse_int(s, 1, 4096, name) : cpus_available();
     }
     blas_nthreads = threads;
     bli_thread_set_num_threads(threads);

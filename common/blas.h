@@ -11,7 +11,9 @@
 //       about half speed (docs/platform-notes.md). The variable is read at BLIS's first call, so a
 //       later blas_init cannot change the kernels, only the thread count.
 //     * sets BLIS's thread count and OpenMP's to the same number: one knob for every thread of a
-//       tool. threads <= 0 means: BLIS_NUM_THREADS if set, else OMP_NUM_THREADS, else 1.
+//       tool. threads <= 0 (no --threads) means: BLIS_NUM_THREADS if set, else OMP_NUM_THREADS,
+//       else cpus_available() (util.h): the CPUs of the process's affinity mask (taskset,
+//       cpusets), capped by its cgroup's CPU quota (a container's --cpus).
 //     * allows no nested OpenMP parallelism (omp_set_max_active_levels(1)).
 //   Calling it again later only changes the thread count (tests compare 1 and 2 threads).
 // - sgemm_rm is a thin row-major wrapper over bli_sgemm: C(M,N) = alpha·op(A)·op(B) + beta·C, each
