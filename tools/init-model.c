@@ -53,7 +53,10 @@ static void usage(FILE *f)
         "  -q, --quiet            warnings and errors only\n"
         "  -v, --verbose          more detail\n"
         "  -h, --help             this help\n"
-        "  -V, --version          print the version\n");
+        "  -V, --version          print the version\n"
+        "\n"
+        "Exit status: 0 ok, 64 usage, 65 bad config or checkpoint, 66 missing input, 73 cannot\n"
+        "create --out, 74 I/O error. See docs/models.md.\n");
 }
 
 static void parse_args(int argc, char **argv, struct options *o)

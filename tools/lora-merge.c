@@ -36,11 +36,15 @@ static void usage(FILE *f)
         "  -a, --adapter DIR      adapter directory (adapter_config.json, adapter_model.safetensors)\n"
         "  -o, --out DIR          output model directory (created if missing)\n"
         "  -d, --dtype T          f32 (default) or bf16 weights on disk\n"
-        "  -t, --threads N        threads for the products (default: BLIS_NUM_THREADS, OMP_NUM_THREADS, 1)\n"
+        "  -t, --threads N        threads for the products (default: BLIS_NUM_THREADS, else\n"
+        "                         OMP_NUM_THREADS, else the CPUs this process may use)\n"
         "  -q, --quiet            warnings and errors only\n"
         "  -v, --verbose          more detail\n"
         "  -h, --help             this help\n"
-        "  -V, --version          print the version\n");
+        "  -V, --version          print the version\n"
+        "\n"
+        "Exit status: 0 ok, 64 usage, 65 bad config, checkpoint or adapter (or an adapter made for\n"
+        "another shape), 66 missing input, 73 cannot create --out, 74 I/O error. See docs/lora.md.\n");
 }
 
 static void parse_args(int argc, char **argv, struct options *o)

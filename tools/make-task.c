@@ -62,7 +62,11 @@ static void usage(FILE *f)
         "  --tokenizer DIR    train a byte-level BPE tokenizer on --n train problems (in --format)\n"
         "                     and write DIR/tokenizer.json + DIR/tokenizer_config.json\n"
         "  --vocab N          tokenizer vocabulary size: 256 bytes + merges + <|endoftext|> (default 512)\n"
-        "  -q, -v             quieter, more verbose;  -h help;  -V version\n");
+        "  -q, -v             quieter, more verbose;  -h help;  -V version\n"
+        "\n"
+        "Exit status: 0 ok, 64 usage (bad option, problem space exhausted), 65 bad --convert input,\n"
+        "66 missing --convert file, 73 cannot create the tokenizer directory, 74 I/O error.\n"
+        "See docs/task.md.\n");
 }
 
 static void parse_steps(const char *s)
@@ -165,7 +169,7 @@ static void generate(void)
 static void convert(void)
 {
     const char *name;
-    FILE *fp = open_input(opt.input, &name);
+    FILE *fp = open_input_path(opt.input, &name);
     struct jsonl_reader r;
     jsonl_open(&r, fp, name, 0);
     json_t *in;

@@ -1,12 +1,12 @@
 // score — adds verifiable rewards to sample records.
 //
-// stdin:  a srlm.samples stream (from rollout; srlm.examples is accepted too, for scoring gold
+// stdin (or FILE): a srlm.samples stream (from rollout; srlm.examples is accepted too, for scoring gold
 //         or hand-written completions). Each record needs the completion text (--text-field,
 //         default "text") and, for the correctness reward, the gold answer (--gold-field,
 //         default "answer": a GSM8K solution ending "#### 72", or a bare answer).
 // stdout: the same stream, each record with `reward` (the weighted sum), `rewards` (every
 //         component by name) and `pred` (the extracted answer) added; all other fields pass through.
-// files:  none; --exec CMD runs an external verifier (protocol in common/verifier.h).
+// files:  reads FILE when given; --exec CMD runs an external verifier (protocol in common/verifier.h).
 //
 // Components: correct (1 if the extracted answer is equivalent to the gold one, else 0), format
 // (1 for "<think>...</think> answer"), length (DAPO soft overlong penalty, needs --max-len), exec
@@ -40,9 +40,9 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: score [-hqvV] [--task gsm8k|none] [--reward name=w,...] [--text-field name]\n"
         "             [--gold-field name] [--max-len n] [--overlong-buffer n] [--exec cmd]\n"
-        "             [--exec-timeout s] [--exec-batch n] [--max-record-bytes n] < samples > scored\n"
+        "             [--exec-timeout s] [--exec-batch n] [--max-record-bytes n] [file]\n"
         "\n"
-        "Adds verifiable rewards to a srlm.samples stream.\n"
+        "Adds verifiable rewards to a srlm.samples stream (file, or stdin when none or \"-\").\n"
         "  --task T              gsm8k (default): correctness against --gold-field; none: no gold\n"
         "  --reward SPEC         component weights, e.g. correct=1,format=0.1,length=1\n"
         "                        (components: correct format length exec; default correct=1)\n"
@@ -54,7 +54,10 @@ static void usage(FILE *f)
         "  --exec-timeout S      seconds allowed per sample (default 10)\n"
         "  --exec-batch N        samples per verifier run (default 16)\n"
         "  --max-record-bytes N  largest input record (default 64M)\n"
-        "  -q, -v                quieter, more verbose;  -h help;  -V version\n");
+        "  -q, -v                quieter, more verbose;  -h help;  -V version\n"
+        "\n"
+        "Exit status: 0 ok, 64 usage, 65 bad input (a record without its text or gold answer),\n"
+        "66 missing file, 70 the --exec verifier failed, 74 I/O error. See docs/rl.md.\n");
 }
 
 static void parse_reward_spec(const char *spec)
@@ -74,6 +77,7 @@ static void parse_reward_spec(const char *spec)
     free(s);
 }
 
+// Leaves optind at the FILE operand, if any (main opens it).
 static void parse_args(int argc, char **argv)
 {
     enum { O_TASK = 256, O_REWARD, O_TEXT, O_GOLD, O_MAXLEN, O_BUF, O_EXEC, O_ETIME, O_EBATCH, O_MAXREC };
@@ -110,7 +114,6 @@ static void parse_args(int argc, char **argv)
             usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
-    if (optind < argc) usage_error("unexpected argument \"%s\" (score reads stdin)", argv[optind]);
     if (strcmp(opt.task, "gsm8k") && strcmp(opt.task, "none"))
         usage_error("--task: unknown task \"%s\" (gsm8k, none)", opt.task);
     if (opt.reward_spec) parse_reward_spec(opt.reward_spec);
@@ -275,7 +278,9 @@ int main(int argc, char **argv)
     static const char *schemas[] = {"srlm.samples", "srlm.examples", NULL};
     struct rec_reader r;
     struct rec_writer w;
-    rec_reader_open(&r, stdin, "<stdin>", opt.max_record_bytes);
+    const char *name;
+    FILE *fp = open_input_operand(argc, argv, optind, &name);
+    rec_reader_open(&r, fp, name, opt.max_record_bytes);
     const msgpack_object *hdr = rec_read_header(&r, schemas, "score reads the output of rollout (or tokenize)");
     const msgpack_object *schema = rec_get(hdr, "schema");
     char *schema_name = xmalloc(schema->via.str.size + 1);
@@ -319,5 +324,6 @@ int main(int argc, char **argv)
     free(input);
     free(schema_name);
     rec_reader_close(&r);
+    close_input(fp);
     tool_exit(0);
 }

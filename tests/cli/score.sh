@@ -10,6 +10,7 @@ field() { $PY -c "import json,sys; [print(json.loads(l).get('$1')) for l in sys.
 # --- flags
 expect_rc 0 "help" -- score --help
 grep -q '^usage: score' "$TMP/out" && ok || bad "help on stdout"
+grep -q '\[file\]$' "$TMP/out" && ok || bad "help shows the FILE operand"
 expect_rc 0 "version" -- score --version
 expect_rc 64 "unknown flag" -- score --bogus
 expect_err "Try 'score --help'" "unknown flag hint"
@@ -90,6 +91,24 @@ expect_rc 70 "verifier hangs" -- sh -c "score --exec 'sleep 30' --exec-timeout 0
 expect_err "timed out" "timeout reported"
 expect_rc 70 "verifier missing" -- sh -c "score --exec '/nonexistent/verifier' < '$TMP/forms.mp'"
 expect_rc 70 "verifier NaN" -- sh -c "score --exec 'while read l; do echo NaN; done' < '$TMP/forms.mp'"
+
+# --- the FILE operand (issue 15 item 9): a file, "-" and stdin give the same stream
+score < "$TMP/forms.mp" > "$TMP/op-stdin.mp"
+expect_rc 0 "FILE operand" -- score "$TMP/forms.mp"
+expect_same "$TMP/out" "$TMP/op-stdin.mp" "score FILE = score < FILE"
+expect_rc 0 "- operand" -- sh -c "score - < '$TMP/forms.mp'"
+expect_same "$TMP/out" "$TMP/op-stdin.mp" "score - = score < FILE"
+expect_rc 66 "missing file" -- score "$TMP/nonexistent.mp"
+expect_err "score: open $TMP/nonexistent.mp: No such file or directory" "missing file message"
+expect_rc 66 "directory operand" -- score "$TMP"
+expect_err "score: open $TMP: Is a directory" "directory operand message"
+expect_rc 66 "directory on stdin" -- sh -c "score < '$TMP'"
+expect_err "score: open <stdin>: Is a directory" "directory on stdin message"
+expect_rc 64 "two operands" -- score "$TMP/forms.mp" "$TMP/forms.mp"
+expect_err "too many operands" "two operands message"
+mk srlm.samples --no-end < "$TMP/forms.jsonl" > "$TMP/cut.mp"
+expect_rc 65 "errors name the file" -- score "$TMP/cut.mp"
+expect_err "$TMP/cut.mp" "errors name the file"
 
 # --- bad input
 expect_rc 65 "empty input" -- sh -c "score < /dev/null"

@@ -11,6 +11,7 @@ GSM=$SHARED/data/gsm8k
 # --- flags
 expect_rc 0 "help" -- make-task --help
 grep -q '^usage: make-task' "$TMP/out" && ok || bad "help on stdout"
+grep -q '^Exit status: ' "$TMP/out" && ok || bad "help lists the exit statuses"
 expect_rc 0 "version" -- make-task --version
 expect_rc 64 "unknown flag" -- make-task --bogus
 expect_err "Try 'make-task --help'" "unknown flag hint"
@@ -150,6 +151,12 @@ expect_eq "$(cat "$TMP/g.out")" '{"id":"gsm-1","prompt":"Q: What is 2+3?\nA:","c
 make-task --convert --format qa < "$TMP/g.jsonl" | head -n 1 > "$TMP/g.qa"
 expect_eq "$(cat "$TMP/g.qa")" '{"id":"ex-1","question":"What is 2+3?","answer":"2+3=<<2+3=5>>5\n#### 5"}' "convert --format qa keeps annotations"
 expect_rc 66 "convert: missing file" -- make-task --convert "$TMP/nope.jsonl"
+expect_err "make-task: open $TMP/nope.jsonl: No such file or directory" "convert: missing file message"
+expect_rc 66 "convert: a directory" -- make-task --convert "$TMP"
+expect_err "make-task: open $TMP: Is a directory" "convert: directory message"
+expect_rc 0 "convert: - is stdin" -- sh -c "make-task --convert --format qa - < '$TMP/g.jsonl'"
+expect_eq "$(head -n 1 "$TMP/out")" "$(cat "$TMP/g.qa")" "convert: - reads stdin"
+expect_rc 64 "convert: two operands" -- make-task --convert "$TMP/g.jsonl" "$TMP/g.jsonl"
 printf '%s\n' '{"question":"x"}' > "$TMP/bad.jsonl"
 expect_rc 65 "convert: missing answer" -- make-task --convert "$TMP/bad.jsonl"
 expect_err 'line 1: expected string fields' "convert: missing answer message"
