@@ -15,9 +15,11 @@
 #                     stream (re-read by --epochs), OUT/metrics.mp, OUT/loss.tsv
 #   options           passed to sft-step, e.g. --kd rkl --kd-temperature 2 --kd-alpha 0.5
 #                     --lr 1e-4 --epochs 2 (--loss kd is added)
-# Environment: TOP_K (default 32), TEACHER_TEMPERATURE (default 1), THREADS (teacher-logits
-# threads, default 1), TOKENIZE_ARGS. The teacher stream is made once and reused while it is
-# newer than TRAIN.jsonl.
+# Environment: TOP_K (default 32), TEACHER_TEMPERATURE (default 1), THREADS (teacher-logits'
+# --threads; default: its own, every CPU this process may use; sft-step takes --threads among
+# the options), TOKENIZE_ARGS. The teacher stream is made once and reused while it is newer than
+# TRAIN.jsonl.
+# Exit status: 0 ok, 64 usage, 66 a missing TRAIN.jsonl or tokenizer, else that of the failing tool.
 set -euo pipefail
 
 if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; fi
@@ -27,13 +29,15 @@ shift 4
 [ -f "$train" ] || { echo "kd.sh: $train: no such file" >&2; exit 66; }
 [ -f "$student/tokenizer.json" ] || { echo "kd.sh: $student/tokenizer.json: no such file" >&2; exit 66; }
 
+threads=()
+[ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
 mkdir -p "$out/data"
 data=$out/data/train-kd.mp
 if [ ! -s "$data" ] || [ "$train" -nt "$data" ]; then
     # shellcheck disable=SC2086
     tokenize --tokenizer "$student" ${TOKENIZE_ARGS:-} < "$train" \
         | teacher-logits --model "$teacher" --top-k "${TOP_K:-32}" \
-            --temperature "${TEACHER_TEMPERATURE:-1}" --threads "${THREADS:-1}" -q > "$data.tmp"
+            --temperature "${TEACHER_TEMPERATURE:-1}" "${threads[@]}" -q > "$data.tmp"
     mv "$data.tmp" "$data"
 fi
 metrics=$out/metrics.mp

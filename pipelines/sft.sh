@@ -15,6 +15,7 @@
 #   options      passed to sft-step, e.g. --lr 1e-4 --epochs 3 --schedule cosine --warmup 10
 #                --batch-tokens 4096 --grad-accum 4 --resume. TOKENIZE_ARGS (environment) adds
 #                arguments to tokenize, e.g. TOKENIZE_ARGS="--max-len 1024".
+# Exit status: 0 ok, 64 usage, 66 a missing TRAIN.jsonl or tokenizer, else that of the failing tool.
 #
 # The tools are found on PATH; from a checkout: PATH="$PWD/bin:$PATH" pipelines/sft.sh ...
 set -euo pipefail
