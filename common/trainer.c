@@ -29,6 +29,7 @@ void trainer_options_default(struct trainer_options *o)
 
 int trainer_parse_option(struct trainer_options *o, int c, const char *arg)
 {
+    if (c >= TRAINER_OPT_BASE && c < TRAINER_OPT_BASE + 64) o->set |= 1ull << (c - TRAINER_OPT_BASE);
     switch (c) {
     case 'q': log_level = LOG_LEVEL_WARN; return 1;
     case 'v': log_level = LOG_LEVEL_DEBUG; return 1;
@@ -47,7 +48,7 @@ int trainer_parse_option(struct trainer_options *o, int c, const char *arg)
     case TRAINER_O_WD: o->weight_decay = parse_float(arg, 0, 10, "--weight-decay"); return 1;
     case TRAINER_O_BETA1: o->beta1 = parse_float(arg, 0, 0.999999, "--beta1"); return 1;
     case TRAINER_O_BETA2: o->beta2 = parse_float(arg, 0, 0.99999999, "--beta2"); return 1;
-    case TRAINER_O_EPS: o->eps = parse_float(arg, 1e-30, 1, "--eps"); return 1;
+    case TRAINER_O_EPS: o->eps = parse_float(arg, 1e-30, 1, "--adam-eps"); return 1;
     case TRAINER_O_CLIP: o->clip = parse_float(arg, 0, 1e12, "--clip"); return 1;
     case TRAINER_O_SAVE_EVERY: o->save_every = (long)parse_int(arg, 0, LONG_MAX / 2, "--save-every"); return 1;
     case TRAINER_O_RESUME: o->resume = true; return 1;
@@ -64,17 +65,22 @@ int trainer_parse_option(struct trainer_options *o, int c, const char *arg)
     case TRAINER_O_LORA_RANK: o->lora_rank = (int)parse_int(arg, 0, 65536, "--lora-rank"); return 1;
     case TRAINER_O_LORA_ALPHA: o->lora_alpha = parse_float(arg, 1e-6, 1e6, "--lora-alpha"); return 1;
     case TRAINER_O_LORA_TARGETS: o->lora_targets = arg; return 1;
+    case TRAINER_O_CONTINUE: o->continue_dir = arg; return 1;
+    case TRAINER_O_ADAPTER: o->adapter_dir = arg; return 1;
     }
     return 0;
 }
 
 void trainer_options_check(const struct trainer_options *o)
 {
-    if (!o->model_dir) usage_error("--model DIR is required");
+    if (!o->model_dir && !o->continue_dir) usage_error("--model DIR is required");
     if (!o->out_dir) usage_error("--out DIR is required");
+    if (o->continue_dir && o->adapter_dir)
+        usage_error("--continue and --adapter both name a starting point: give one");
+    if (o->continue_dir) return;   // the rest is checked once the run's options are known
     if (o->min_lr > o->lr) usage_error("--min-lr %g exceeds --lr %g", o->min_lr, o->lr);
     if (o->steps && o->warmup > o->steps) usage_error("--warmup %ld exceeds --steps %ld", o->warmup, o->steps);
-    if (o->lora_rank == 0 && (o->lora_alpha != 0 || strcmp(o->lora_targets, "all")))
+    if (o->lora_rank == 0 && !o->adapter_dir && (o->lora_alpha != 0 || strcmp(o->lora_targets, "all")))
         usage_error("--lora-alpha and --lora-targets need --lora-rank");
 }
 
@@ -92,10 +98,13 @@ void trainer_usage(FILE *f)
         "                           cosine need it when it cannot be counted in advance)\n"
         "      --weight-decay X     AdamW decoupled decay on matrices; biases and norm weights\n"
         "                           never decay (as transformers' Trainer) (default 0)\n"
-        "      --beta1 X --beta2 X --eps X   AdamW (default 0.9, 0.999, 1e-8)\n"
+        "      --beta1 X --beta2 X --adam-eps X   AdamW (default 0.9, 0.999, 1e-8)\n"
         "      --clip X             max global gradient norm, 0 = off (default 1)\n"
         "      --save-every N       checkpoint every N steps (default 0: at the end only)\n"
         "      --resume             continue the run checkpointed in --out (exactly)\n"
+        "      --continue DIR       go on with the run checkpointed in DIR on a new input: its\n"
+        "                           weights, AdamW moments, step and LR schedule, and its options\n"
+        "                           unless given (one RL run over many rollout iterations)\n"
         "      --seed N             seed (default 1337)\n"
         "      --threads N          threads for everything (default BLIS_NUM_THREADS or 1)\n"
         "      --save-dtype T       f32 (default) | bf16 weights on disk (master weights stay f32)\n"
@@ -103,6 +112,7 @@ void trainer_usage(FILE *f)
         "      --lora-rank R        train a LoRA adapter of rank R instead of every weight\n"
         "      --lora-alpha X       LoRA alpha (default 2R); scaling = alpha / R\n"
         "      --lora-targets LIST  q,k,v,o,gate,up,down | attn | mlp | all (default all)\n"
+        "      --adapter DIR        start the LoRA adapter from DIR (PEFT layout) instead of new\n"
         "  -q, -v                   quieter (no progress lines), more verbose\n");
 }
 
@@ -204,12 +214,128 @@ static int state_bufs(struct trainer *t, struct model_state_buf *bufs, bool mast
     return n;
 }
 
-static void resume_state(struct trainer *t, long step)
+// The run's options, saved in every trainer_state.json so that --continue (and --resume) need
+// not repeat them. One table serves saving, loading and the change log.
+enum run_opt_type { RO_REAL, RO_INT, RO_STR, RO_SCHEDULE, RO_DTYPE };
+struct run_opt {
+    const char *key;
+    enum trainer_opt code;
+    enum run_opt_type type;
+    size_t off;
+};
+#define RO(k, c, ty, f) {k, c, ty, offsetof(struct trainer_options, f)}
+static const struct run_opt run_opts[] = {
+    RO("lr", TRAINER_O_LR, RO_REAL, lr), RO("min_lr", TRAINER_O_MIN_LR, RO_REAL, min_lr),
+    RO("schedule", TRAINER_O_SCHEDULE, RO_SCHEDULE, schedule), RO("warmup", TRAINER_O_WARMUP, RO_INT, warmup),
+    RO("steps", TRAINER_O_STEPS, RO_INT, steps), RO("weight_decay", TRAINER_O_WD, RO_REAL, weight_decay),
+    RO("beta1", TRAINER_O_BETA1, RO_REAL, beta1), RO("beta2", TRAINER_O_BETA2, RO_REAL, beta2),
+    RO("adam_eps", TRAINER_O_EPS, RO_REAL, eps), RO("clip", TRAINER_O_CLIP, RO_REAL, clip),
+    RO("save_dtype", TRAINER_O_SAVE_DTYPE, RO_DTYPE, save_dtype),
+    RO("save_every", TRAINER_O_SAVE_EVERY, RO_INT, save_every),
+    RO("lora_rank", TRAINER_O_LORA_RANK, RO_INT, lora_rank), RO("lora_alpha", TRAINER_O_LORA_ALPHA, RO_REAL, lora_alpha),
+    RO("lora_targets", TRAINER_O_LORA_TARGETS, RO_STR, lora_targets),
+};
+#undef RO
+
+static const char *schedule_name(enum lr_schedule s)
 {
-    char *sd = state_dir(t->opt.out_dir, step), *tsp = path_join(sd, "trainer_state.json");
+    return s == LR_LINEAR ? "linear" : s == LR_COSINE ? "cosine" : "constant";
+}
+
+// The value of option r in o as JSON (new reference).
+static json_t *run_opt_get(const struct trainer_options *o, const struct run_opt *r)
+{
+    const char *p = (const char *)o + r->off;
+    switch (r->type) {
+    case RO_REAL: return json_real(*(const double *)p);
+    case RO_INT:
+        if (r->code == TRAINER_O_LORA_RANK) return json_integer(*(const int *)p);
+        return json_integer(*(const long *)p);
+    case RO_STR: return json_string(*(const char *const *)p);
+    case RO_SCHEDULE: return json_string(schedule_name(*(const enum lr_schedule *)p));
+    case RO_DTYPE: return json_string(*(const enum safetensors_dtype *)p == SAFETENSORS_BF16 ? "bf16" : "f32");
+    }
+    return json_null();
+}
+
+// Sets option r of o from the saved value v; exit 65 (naming file) if v has the wrong type.
+static void run_opt_set(struct trainer_options *o, const struct run_opt *r, json_t *v, const char *file)
+{
+    char *p = (char *)o + r->off;
+    int s;
+    switch (r->type) {
+    case RO_REAL:
+        if (!json_is_number(v)) break;
+        *(double *)p = json_number_value(v);
+        return;
+    case RO_INT:
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > LONG_MAX / 2) break;
+        if (r->code == TRAINER_O_LORA_RANK) {
+            if (json_integer_value(v) > 65536) break;
+            *(int *)p = (int)json_integer_value(v);
+        } else *(long *)p = (long)json_integer_value(v);
+        return;
+    case RO_STR:   // borrowed from the JSON object, which the trainer keeps (t->run_json)
+        if (!json_is_string(v)) break;
+        *(const char **)p = json_string_value(v);
+        return;
+    case RO_SCHEDULE:
+        if (!json_is_string(v) || (s = lr_schedule_parse(json_string_value(v))) < 0) break;
+        *(enum lr_schedule *)p = (enum lr_schedule)s;
+        return;
+    case RO_DTYPE:
+        if (!json_is_string(v)) break;
+        if (!strcmp(json_string_value(v), "f32")) *(enum safetensors_dtype *)p = SAFETENSORS_F32;
+        else if (!strcmp(json_string_value(v), "bf16")) *(enum safetensors_dtype *)p = SAFETENSORS_BF16;
+        else break;
+        return;
+    }
+    die(EX_DATAERR, "%s: run option \"%s\" has a value of the wrong type or range", file, r->key);
+}
+
+static json_t *run_options_json(const struct trainer_options *o)
+{
+    json_t *run = json_object();
+    for (size_t i = 0; i < sizeof run_opts / sizeof run_opts[0]; i++)
+        json_object_set_new(run, run_opts[i].key, run_opt_get(o, &run_opts[i]));
+    json_object_set_new(run, "model", json_string(o->model_dir));
+    return run;
+}
+
+// Takes every run option not given on the command line from the saved "run" object (owned by
+// the caller, who must keep it alive while o's strings borrow from it); logs the ones given with
+// another value. A state without "run" (written before it existed) changes nothing.
+static void run_options_inherit(struct trainer_options *o, json_t *run, const char *file)
+{
+    if (!json_is_object(run)) return;
+    for (size_t i = 0; i < sizeof run_opts / sizeof run_opts[0]; i++) {
+        const struct run_opt *r = &run_opts[i];
+        json_t *v = json_object_get(run, r->key);
+        if (!v) continue;
+        if (!(o->set & (1ull << (r->code - TRAINER_OPT_BASE)))) {
+            run_opt_set(o, r, v, file);
+            continue;
+        }
+        json_t *now = run_opt_get(o, r);
+        if (!json_equal(now, v)) {
+            char *a = json_dumps(v, JSON_ENCODE_ANY), *b = json_dumps(now, JSON_ENCODE_ANY);
+            log_info("%s: the run had %s = %s; --%s gives %s from now on", file, r->key, a ? a : "?", r->key, b ? b : "?");
+            free(a), free(b);
+        }
+        json_decref(now);
+    }
+    json_t *m = json_object_get(run, "model");   // a LoRA run's frozen base
+    if (!o->model_dir && o->lora_rank > 0 && json_is_string(m)) o->model_dir = json_string_value(m);
+}
+
+// Reads DIR/state-<step>/ into the moments and the trainer's position. Returns the state object
+// (new reference).
+static json_t *load_state(struct trainer *t, const char *dir, long step)
+{
+    char *sd = state_dir(dir, step), *tsp = path_join(sd, "trainer_state.json");
     if (!file_exists(tsp))
         die(EX_DATAERR, "%s: checkpoint of step %ld has no run state (%s missing); cannot resume",
-            t->opt.out_dir, step, tsp);
+            dir, step, tsp);
     json_t *peek = json_read_file(tsp);
     bool master = json_is_true(json_object_get(peek, "master_weights"));
     json_decref(peek);
@@ -217,25 +343,36 @@ static void resume_state(struct trainer *t, long step)
     int nb = state_bufs(t, bufs, master);
     json_t *st = t->lora ? lora_state_load(sd, t->lora, bufs, nb, step)
                          : model_state_load(sd, &t->model.cfg, bufs, nb, step);
+    free(tsp);
+    free(sd);
+    return st;
+}
+
+// The position in the input and the tool's state, from a --resume'd state.
+static void resume_position(struct trainer *t, json_t *st)
+{
     json_t *v;
     if ((v = json_object_get(st, "data_pos")) && json_is_integer(v)) t->data_pos = json_integer_value(v);
     if ((v = json_object_get(st, "epoch")) && json_is_integer(v)) t->epoch = (long)json_integer_value(v);
-    if ((v = json_object_get(st, "seed")) && json_is_integer(v) &&
-        (uint64_t)json_integer_value(v) != t->opt.seed) {
-        log_warn("--resume: the run used --seed %lld; continuing with it", (long long)json_integer_value(v));
-        t->opt.seed = (uint64_t)json_integer_value(v);
-    }
     if ((v = json_object_get(st, "tool_state")) && json_is_object(v)) {
         json_decref(t->tool_state);
         t->tool_state = json_incref(v);
     }
-    json_decref(st);
-    free(tsp);
-    free(sd);
 }
 
-// The adapter of a LoRA run: loaded from a checkpoint in --out (ck >= 0), else new.
-static void lora_setup(struct trainer *t, long ck)
+// The run's seed carries on (its RNG streams are keyed by it).
+static void keep_seed(struct trainer *t, json_t *st)
+{
+    json_t *v = json_object_get(st, "seed");
+    if (v && json_is_integer(v) && (uint64_t)json_integer_value(v) != t->opt.seed) {
+        if (t->opt.set & (1ull << (TRAINER_O_SEED - TRAINER_OPT_BASE)))
+            log_warn("the run used --seed %lld; continuing with it", (long long)json_integer_value(v));
+        t->opt.seed = (uint64_t)json_integer_value(v);
+    }
+}
+
+// The adapter of a LoRA run: loaded from a checkpoint (from != NULL), from --adapter, or new.
+static void lora_setup(struct trainer *t, const char *from)
 {
     const struct trainer_options *o = &t->opt;
     struct lora_config lc = {.r = o->lora_rank, .alpha = o->lora_alpha ? o->lora_alpha : 2.0 * o->lora_rank,
@@ -243,11 +380,16 @@ static void lora_setup(struct trainer *t, long ck)
     if (lora_targets_parse(o->lora_targets, &lc.targets) != 0)
         usage_error("--lora-targets: \"%s\" is not a list of q,k,v,o,gate,up,down (or attn, mlp, all)", o->lora_targets);
     t->lora = xcalloc(1, sizeof *t->lora);
-    if (ck >= 0) {
-        lora_load(t->lora, &t->model.cfg, o->out_dir);
-        if (t->lora->r != lc.r || t->lora->targets != lc.targets)
-            die(EX_USAGE, "--resume: the adapter in %s has rank %d and other targets than --lora-rank %d "
-                "--lora-targets %s", o->out_dir, t->lora->r, lc.r, o->lora_targets);
+    const char *dir = from ? from : o->adapter_dir;
+    if (dir) {
+        lora_load(t->lora, &t->model.cfg, dir);
+        bool given = o->set & (1ull << (TRAINER_O_LORA_RANK - TRAINER_OPT_BASE));
+        bool tgiven = o->set & (1ull << (TRAINER_O_LORA_TARGETS - TRAINER_OPT_BASE));
+        if ((given || from) && t->lora->r != lc.r)
+            die(EX_USAGE, "the adapter in %s has rank %d, not --lora-rank %d", dir, t->lora->r, lc.r);
+        if ((tgiven || from) && t->lora->targets != lc.targets)
+            die(EX_USAGE, "the adapter in %s has other targets than --lora-targets %s", dir, o->lora_targets);
+        t->opt.lora_rank = t->lora->r;
     } else {
         lora_init(t->lora, &t->model.cfg, &lc);
         lora_init_random(t->lora, o->seed);
@@ -260,31 +402,91 @@ static void lora_setup(struct trainer *t, long ck)
     t->loss_grads = &t->frozen;   // all NULL: no base gradient, not even lm_head's
 }
 
+// The checkpoint step in dir and whether it is an adapter, or -1: a full model checkpoint
+// (model.safetensors with srlm_step) first, else an adapter's.
+static long find_checkpoint(const char *dir, bool *lora)
+{
+    long s = checkpoint_step(dir, false);
+    *lora = false;
+    if (s < 0 && (s = checkpoint_step(dir, true)) >= 0) *lora = true;
+    return s;
+}
+
+// An adapter's rank read from adapter_config.json ("r"), for --adapter without --lora-rank.
+static int adapter_rank(const char *dir)
+{
+    char *p = path_join(dir, "adapter_config.json");
+    struct stat sb;
+    if (stat(p, &sb) != 0) die(EX_NOINPUT, "--adapter %s: no adapter_config.json (a PEFT adapter directory)", dir);
+    json_t *o = json_read_file(p);
+    json_t *r = json_object_get(o, "r");
+    if (!json_is_integer(r) || json_integer_value(r) < 1 || json_integer_value(r) > 65536)
+        die(EX_DATAERR, "%s: \"r\" is not a LoRA rank", p);
+    int v = (int)json_integer_value(r);
+    json_decref(o);
+    free(p);
+    return v;
+}
+
 void trainer_init(struct trainer *t, const struct trainer_options *o)
 {
     memset(t, 0, sizeof *t);
     t->opt = *o;
     t->saved_step = -1;
+    t->cont_step = -1;
     t->tool_state = json_object();
     blas_init(o->threads);
     out_dir_prepare(o->out_dir);
+
+    // Where the run's state comes from: --out's own checkpoint (--resume), --continue's, or none.
+    bool ck_lora = false;
+    long ck = o->resume ? find_checkpoint(o->out_dir, &ck_lora) : -1;
+    const char *src = ck >= 0 ? o->out_dir : NULL;
+    if (!src && o->continue_dir) {
+        if ((ck = find_checkpoint(o->continue_dir, &ck_lora)) < 0)
+            die(EX_NOINPUT, "--continue %s: no checkpoint there (model.safetensors or adapter_model.safetensors "
+                "with srlm_step, written by sft-step or rl-step)", o->continue_dir);
+        src = o->continue_dir;
+        t->cont_step = ck;
+    }
+    if (o->resume && !src) log_info("--resume: no checkpoint in %s; starting from %s", o->out_dir, o->model_dir);
+    if (src) {   // the run's options, before anything is loaded
+        char *sd = state_dir(src, ck), *tsp = path_join(sd, "trainer_state.json");
+        if (!file_exists(tsp))
+            die(EX_DATAERR, "%s: checkpoint of step %ld has no run state (%s missing); cannot %s", src, ck, tsp,
+                t->cont_step >= 0 ? "continue" : "resume");
+        t->run_json = json_read_file(tsp);
+        // --resume alone keeps the contract "the same options again" (a run stopped by an
+        // early --steps may resume with another); a continued run inherits what is not given.
+        if (o->continue_dir) run_options_inherit(&t->opt, json_object_get(t->run_json, "run"), tsp);
+        free(tsp), free(sd);
+        if (ck_lora != (t->opt.lora_rank > 0))
+            die(EX_USAGE, "%s holds %s, but the options train %s", src, ck_lora ? "a LoRA adapter" : "a full model",
+                t->opt.lora_rank > 0 ? "a LoRA adapter" : "the full model");
+        if (!t->opt.model_dir && !ck_lora) t->opt.model_dir = src;   // its tokenizer is the run's
+        if (!t->opt.model_dir) die(EX_USAGE, "--continue %s: the run's base model is unknown: give --model", src);
+    }
+    if (t->opt.adapter_dir && t->opt.lora_rank == 0 && !src) t->opt.lora_rank = adapter_rank(t->opt.adapter_dir);
+    o = &t->opt;
 
     char *tok = path_join(o->model_dir, "tokenizer.json");
     if (file_exists(tok)) {
         t->tok_hash = hash_file(tok);
         t->has_tok_hash = true;
         t->tok_vocab = model_tokenizer_vocab_size(tok);
+    } else {
+        log_warn("%s has no tokenizer.json: the checkpoints in %s will hold none, and tokenize/rollout "
+                 "need one (copy it there)", o->model_dir, o->out_dir);
     }
     free(tok);
 
     bool lora = o->lora_rank > 0;
-    long ck = o->resume ? checkpoint_step(o->out_dir, lora) : -1;
-    if (o->resume && ck < 0) log_info("--resume: no checkpoint in %s; starting from %s", o->out_dir, o->model_dir);
     // With LoRA the base model is always --model (frozen); the checkpoint holds the adapter.
-    model_load(&t->model, ck >= 0 && !lora ? o->out_dir : o->model_dir);
+    model_load(&t->model, src && !lora ? src : o->model_dir);
     if (lora) {
-        lora_setup(t, ck);
+        lora_setup(t, src);
     } else {
+        if (o->adapter_dir) usage_error("--adapter needs a LoRA run (--lora-rank)");
         t->params = t->model.params_memory;
         t->nparams = t->model.cfg.num_params;
         t->grad_memory = model_alloc_buffer(&t->model.cfg);
@@ -293,21 +495,31 @@ void trainer_init(struct trainer *t, const struct trainer_options *o)
         model_params_attach(&t->grads, &t->model.cfg, t->grad_memory);
         t->loss_grads = &t->grads;
     }
-    if (ck >= 0) {
-        resume_state(t, ck);
-        // A run killed between writing a checkpoint and removing the older run states (or while
-        // writing a newer one) leaves other state-* directories; the loaded pair is the
-        // consistent one, so the rest go now, also when the run has nothing left to do.
-        remove_other_states(o->out_dir, ck);
+    if (src) {
+        json_t *st = load_state(t, src, ck);
+        keep_seed(t, st);
         t->step = ck;
-        t->saved_step = ck;
-        log_info("resuming %s from step %ld (%lld records consumed)", o->out_dir, ck, t->data_pos);
+        if (t->cont_step < 0) {
+            resume_position(t, st);
+            // A run killed between writing a checkpoint and removing the older run states (or while
+            // writing a newer one) leaves other state-* directories; the loaded pair is the
+            // consistent one, so the rest go now, also when the run has nothing left to do.
+            remove_other_states(o->out_dir, ck);
+            t->saved_step = ck;
+            log_info("resuming %s from step %ld (%lld records consumed)", o->out_dir, ck, t->data_pos);
+        } else {
+            log_info("continuing the run of %s from step %ld on a new input", src, ck);
+        }
+        json_decref(st);
     }
     t->start_step = t->step;
+    if (o->min_lr > o->lr) usage_error("--min-lr %g exceeds --lr %g", o->min_lr, o->lr);
     if (t->opt.schedule != LR_CONSTANT && t->opt.steps == 0)
         usage_error("--schedule %s needs --steps", t->opt.schedule == LR_LINEAR ? "linear" : "cosine");
     if (t->opt.steps && t->opt.warmup > t->opt.steps)
         usage_error("--warmup %ld exceeds --steps %ld", t->opt.warmup, t->opt.steps);
+    if (t->opt.steps && t->step >= t->opt.steps && t->cont_step >= 0)
+        log_warn("--continue %s: the run is at step %ld of --steps %ld; nothing to train", src, t->step, t->opt.steps);
     t->start_hash = trainer_hash(t);
     t->base_hash = model_hash(&t->model);
 }
@@ -344,11 +556,6 @@ static const char *dtype_name(enum safetensors_dtype d)
     return d == SAFETENSORS_BF16 ? "bf16" : "f32";
 }
 
-static const char *schedule_name(enum lr_schedule s)
-{
-    return s == LR_LINEAR ? "linear" : s == LR_COSINE ? "cosine" : "constant";
-}
-
 struct header_ctx {
     struct trainer *t;
     int ntool;
@@ -356,7 +563,7 @@ struct header_ctx {
     void *ctx;
 };
 
-#define TRAINER_NOPTS 21
+#define TRAINER_NOPTS 23
 
 static void pack_header(struct rec_writer *w, void *vctx)
 {
@@ -369,7 +576,13 @@ static void pack_header(struct rec_writer *w, void *vctx)
     if (t->has_tok_hash) hex(w, t->tok_hash); else rec_pack_nil(w);
     rec_pack_key(w, "vocab_size"); rec_pack_int(w, t->model.cfg.V);
     rec_pack_key(w, "seed"); rec_pack_uint(w, o->seed);
-    rec_pack_key(w, "resumed_from"); rec_pack_int(w, t->start_step);
+    rec_pack_key(w, "resumed_from"); rec_pack_int(w, t->cont_step >= 0 ? 0 : t->start_step);
+    rec_pack_key(w, "continued_from");
+    if (t->cont_step >= 0) {
+        rec_pack_map(w, 2);
+        rec_pack_key(w, "path"); rec_pack_str(w, o->continue_dir);
+        rec_pack_key(w, "step"); rec_pack_int(w, t->cont_step);
+    } else rec_pack_nil(w);
     rec_pack_key(w, "options");
     rec_pack_map(w, (uint32_t)(TRAINER_NOPTS + h->ntool));
     rec_pack_key(w, "model"); rec_pack_str(w, o->model_dir);
@@ -382,7 +595,7 @@ static void pack_header(struct rec_writer *w, void *vctx)
     rec_pack_key(w, "weight_decay"); rec_pack_double(w, o->weight_decay);
     rec_pack_key(w, "beta1"); rec_pack_double(w, o->beta1);
     rec_pack_key(w, "beta2"); rec_pack_double(w, o->beta2);
-    rec_pack_key(w, "eps"); rec_pack_double(w, o->eps);
+    rec_pack_key(w, "adam_eps"); rec_pack_double(w, o->eps);
     rec_pack_key(w, "clip"); rec_pack_double(w, o->clip);
     rec_pack_key(w, "save_every"); rec_pack_int(w, o->save_every);
     rec_pack_key(w, "resume"); rec_pack_bool(w, o->resume);
@@ -393,6 +606,8 @@ static void pack_header(struct rec_writer *w, void *vctx)
     rec_pack_key(w, "lora_rank"); rec_pack_int(w, o->lora_rank);
     rec_pack_key(w, "lora_alpha"); rec_pack_double(w, o->lora_alpha ? o->lora_alpha : 2.0 * o->lora_rank);
     rec_pack_key(w, "lora_targets"); rec_pack_str(w, o->lora_rank ? o->lora_targets : "");
+    rec_pack_key(w, "continue"); if (o->continue_dir) rec_pack_str(w, o->continue_dir); else rec_pack_nil(w);
+    rec_pack_key(w, "adapter"); if (o->adapter_dir) rec_pack_str(w, o->adapter_dir); else rec_pack_nil(w);
     if (h->tool_opts) h->tool_opts(w, h->ctx);
 }
 
@@ -401,7 +616,7 @@ void trainer_begin(struct trainer *t, struct rec_writer *w, const msgpack_object
 {
     t->w = w;
     struct header_ctx h = {t, ntool, tool_opts, ctx};
-    rec_write_header(w, "srlm.metrics", upstream, t->lora ? 7 : 6, pack_header, &h);
+    rec_write_header(w, "srlm.metrics", upstream, t->lora ? 8 : 7, pack_header, &h);
     rec_flush(w);
     t->t_start = t->t_last = now_seconds();
 }
@@ -527,6 +742,7 @@ void trainer_checkpoint(struct trainer *t)
     json_object_set_new(st, "lr", json_real(lr_at(o->schedule, o->lr, o->min_lr, t->step > 0 ? t->step : 1,
                                                   o->warmup, o->steps)));
     json_object_set(st, "tool_state", t->tool_state);
+    json_object_set_new(st, "run", run_options_json(o));
     char *sd = state_dir(o->out_dir, t->step);
     if (t->lora) lora_state_save(sd, t->lora, bufs, nb, t->step, st);
     else model_state_save(sd, &t->model.cfg, bufs, nb, t->step, st);
@@ -571,4 +787,5 @@ void trainer_finish(struct trainer *t)
         free(t->lora);
     }
     model_free(&t->model);
+    json_decref(t->run_json);
 }

@@ -74,6 +74,25 @@
 //                 then the tool's fields (struct trainer_metrics.extra)
 //   "checkpoint": step, path, model_xxh3 (with LoRA: lora_hash of the adapter as saved)
 //
+// --continue PREV: one optimizer run over several processes and input streams (an RL run of many
+// rollout iterations, on-policy KD rounds, a curriculum). PREV is a checkpoint directory written
+// by sft-step or rl-step; the new process starts from PREV's weights (with LoRA: --model's base and
+// PREV's adapter), AdamW moments, step counter and seed, so the LR schedule (warm-up and decay
+// over the run's whole --steps) and the bias correction carry on where PREV stopped; only the
+// input position starts again (data_pos = epoch = 0, tool_state = {}), since the input is a new
+// stream. The run's options (lr, min_lr, schedule, warmup, steps, weight_decay, beta1, beta2,
+// adam_eps, clip, save_dtype, save_every, lora_rank, lora_alpha, lora_targets and, with LoRA, the
+// base --model) are saved in every trainer_state.json under "run"; with --continue each one not
+// given on the command line is taken from there, and one given with another value is logged
+// (--resume alone takes the command line's options, as before). --model is optional with --continue. K processes chained this way, each given
+// one of K inputs, make bit for bit the steps of one process given their concatenation.
+// With --continue and --resume together, a checkpoint already in --out wins (the iteration was
+// killed after it saved); otherwise the run continues from PREV. PREV itself is never written.
+// The header's "continued_from" is {path, step}, or nil.
+//
+// --adapter DIR (with LoRA): the adapter starts from DIR's weights (PEFT layout), with fresh
+// moments and step 0, instead of PEFT's random init; --lora-rank may then be omitted (DIR's).
+//
 // LoRA (--lora-rank R > 0, lora.h): the base model is --model, frozen (also on --resume); the
 // trainable parameters are the adapter's flat buffer (t.params = lora->params), created with
 // PEFT's init from --seed or, on --resume, loaded from DIR; grads/moments in its layout;
@@ -109,7 +128,8 @@ enum trainer_opt {
     TRAINER_O_SCHEDULE, TRAINER_O_WARMUP, TRAINER_O_STEPS, TRAINER_O_WD, TRAINER_O_BETA1,
     TRAINER_O_BETA2, TRAINER_O_EPS, TRAINER_O_CLIP, TRAINER_O_SAVE_EVERY, TRAINER_O_RESUME,
     TRAINER_O_SEED, TRAINER_O_THREADS, TRAINER_O_SAVE_DTYPE, TRAINER_O_MAX_RECORD_BYTES,
-    TRAINER_O_LORA_RANK, TRAINER_O_LORA_ALPHA, TRAINER_O_LORA_TARGETS,
+    TRAINER_O_LORA_RANK, TRAINER_O_LORA_ALPHA, TRAINER_O_LORA_TARGETS, TRAINER_O_CONTINUE,
+    TRAINER_O_ADAPTER,
 };
 
 // Entries for a struct option array (no terminator).
@@ -120,7 +140,7 @@ enum trainer_opt {
     {"warmup", required_argument, 0, TRAINER_O_WARMUP}, {"steps", required_argument, 0, TRAINER_O_STEPS}, \
     {"weight-decay", required_argument, 0, TRAINER_O_WD}, \
     {"beta1", required_argument, 0, TRAINER_O_BETA1}, {"beta2", required_argument, 0, TRAINER_O_BETA2}, \
-    {"eps", required_argument, 0, TRAINER_O_EPS}, {"clip", required_argument, 0, TRAINER_O_CLIP}, \
+    {"adam-eps", required_argument, 0, TRAINER_O_EPS}, {"clip", required_argument, 0, TRAINER_O_CLIP}, \
     {"save-every", required_argument, 0, TRAINER_O_SAVE_EVERY}, \
     {"resume", no_argument, 0, TRAINER_O_RESUME}, {"seed", required_argument, 0, TRAINER_O_SEED}, \
     {"threads", required_argument, 0, TRAINER_O_THREADS}, \
@@ -128,7 +148,9 @@ enum trainer_opt {
     {"max-record-bytes", required_argument, 0, TRAINER_O_MAX_RECORD_BYTES}, \
     {"lora-rank", required_argument, 0, TRAINER_O_LORA_RANK}, \
     {"lora-alpha", required_argument, 0, TRAINER_O_LORA_ALPHA}, \
-    {"lora-targets", required_argument, 0, TRAINER_O_LORA_TARGETS}
+    {"lora-targets", required_argument, 0, TRAINER_O_LORA_TARGETS}, \
+    {"continue", required_argument, 0, TRAINER_O_CONTINUE}, \
+    {"adapter", required_argument, 0, TRAINER_O_ADAPTER}
 
 struct trainer_options {
     const char *model_dir;        // --model DIR (required)
@@ -140,7 +162,7 @@ struct trainer_options {
     long steps;                   // --steps N (0: until the input ends; linear/cosine need it,
                                   //  or the tool sets it before trainer_init)
     double weight_decay;          // --weight-decay (default 0; matrices only, see above)
-    double beta1, beta2, eps;     // --beta1 0.9 --beta2 0.999 --eps 1e-8 (torch defaults)
+    double beta1, beta2, eps;     // --beta1 0.9 --beta2 0.999 --adam-eps 1e-8 (torch defaults)
     double clip;                  // --clip max grad norm (default 1.0; 0 = off)
     long save_every;              // --save-every N steps (default 0: only at the end)
     bool resume;                  // --resume
@@ -151,6 +173,9 @@ struct trainer_options {
     int lora_rank;                // --lora-rank R (0: full fine-tuning)
     double lora_alpha;            // --lora-alpha (0, the default: 2 × rank)
     const char *lora_targets;     // --lora-targets (default "all")
+    const char *continue_dir;     // --continue DIR: the run checkpointed in DIR goes on (below)
+    const char *adapter_dir;      // --adapter DIR: a LoRA run starts from this adapter
+    unsigned long long set;       // bit (code - TRAINER_OPT_BASE): options given on the command line
 };
 
 void trainer_options_default(struct trainer_options *o);
@@ -178,10 +203,13 @@ struct trainer {
     struct model_params *loss_grads;   // pass to loss_*(): &grads, or an all-NULL struct (LoRA)
     struct model_params frozen;        //   (the all-NULL struct)
     long step;                    // optimizer steps done (0 at the start of a fresh run)
-    long start_step;              // step the run started or resumed from
+    long start_step;              // step the run started, resumed or continued from
+    long cont_step;               // step of --continue's checkpoint, -1 when not continued
     long long data_pos;           // input records consumed by the steps done (tool-maintained)
     long epoch;                   // current epoch, 0-based (tool-maintained)
     json_t *tool_state;           // extra tool data saved in trainer_state.json (object, owned)
+    json_t *run_json;             // the trainer_state.json resumed or continued from (owned; the
+                                  //  inherited string options borrow from it), or NULL
     uint64_t start_hash;          // trainer_hash() of the starting weights (adapter's with LoRA)
     uint64_t base_hash;           // model_xxh3 of the (starting) model; the frozen base with LoRA
     uint64_t tok_hash;            // xxh3 of --model/tokenizer.json, if has_tok_hash
@@ -210,7 +238,7 @@ struct trainer_metrics {
 // written, 66/65 for a missing/bad model or checkpoint.
 void trainer_init(struct trainer *t, const struct trainer_options *o);
 // Writes the srlm.metrics header to w (which must be open on stdout) with upstream, the common
-// fields, and the options map: the common options then ntool pairs packed by tool_opts (may be
+// fields (continued_from: {path, step} or nil), and the options map: the common options then ntool pairs packed by tool_opts (may be
 // NULL with ntool = 0).
 void trainer_begin(struct trainer *t, struct rec_writer *w, const msgpack_object *upstream,
                    int ntool, rec_pack_fn tool_opts, void *ctx);

@@ -16,6 +16,7 @@
 // objective is common/grpo.h; the optimizer, checkpoints and the non-finite guard are
 // common/trainer.h's.
 #include "grpo.h"
+#include "lora.h"
 #include "rec.h"
 #include "trainer.h"
 #include "util.h"
@@ -27,7 +28,7 @@ static struct trainer_options topt;
 static struct {
     struct grpo_config g;
     const char *ref, *recipe;
-    int groups_per_step, epochs, minibatches, max_tokens;
+    int groups_per_step, epochs, minibatches, max_tokens;   // epochs: --num-iterations
     bool allow_stale;
 } opt = {.groups_per_step = 8, .epochs = 1, .minibatches = 1, .max_tokens = 4096};
 
@@ -38,10 +39,10 @@ static unsigned set_flags;
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: rl-step [-hqvV] [--ref dir] [--beta b] [--kl k1|k2|k3] [--eps-low e] [--eps-high e]\n"
+        "usage: rl-step [-hqvV] [--ref dir] [--beta b] [--kl k1|k2|k3] [--eps e] [--eps-low e] [--eps-high e]\n"
         "               [--agg token|seq|const] [--max-len n] [--no-std-scale] [--adv-eps e]\n"
         "               [--drop-equal] [--mask-truncated] [--recipe grpo|dapo|dr-grpo]\n"
-        "               [--groups-per-step n] [--epochs n] [--minibatches n] [--max-tokens n]\n"
+        "               [--groups-per-step n] [--num-iterations n] [--minibatches n] [--max-tokens n]\n"
         "               [--allow-stale] [training options] --model dir --out dir < scored > metrics\n"
         "\n"
         "GRPO steps on a scored srlm.samples stream (rollout | score); writes srlm.metrics.\n"
@@ -51,6 +52,8 @@ static void usage(FILE *f)
         "                           with --beta 0 the KL is only reported)\n"
         "      --beta B             KL coefficient (default 0)\n"
         "      --kl K               KL estimator k1 | k2 | k3 (default k3, as GRPO)\n"
+        "      --eps E              ratio clip range, both sides: [1 - E, 1 + E] (TRL's epsilon;\n"
+        "                           AdamW's epsilon is --adam-eps)\n"
         "      --eps-low E          ratio clip below: 1 - E (default 0.2)\n"
         "      --eps-high E         ratio clip above: 1 + E (default 0.2; DAPO clip-higher: 0.28)\n"
         "      --agg MODE           loss aggregation: token (mean over the batch's tokens, DAPO;\n"
@@ -67,7 +70,8 @@ static void usage(FILE *f)
         "                           dr-grpo (const, no std scaling)\n"
         "Batches:\n"
         "      --groups-per-step N  groups per rollout batch (default 8)\n"
-        "      --epochs N           passes over each rollout batch (default 1)\n"
+        "      --num-iterations N   passes over each rollout batch (default 1; TRL's num_iterations,\n"
+        "                           PPO's epochs)\n"
         "      --minibatches N      optimizer steps per pass (default 1)\n"
         "      --max-tokens N       tokens per packed forward/backward (default 4096); bounds memory\n"
         "                           and the longest sample\n"
@@ -101,7 +105,7 @@ static void apply_recipe(void)
 static void parse_args(int argc, char **argv)
 {
     enum { O_REF = 256, O_BETA, O_KL, O_EPSL, O_EPSH, O_AGG, O_MAXLEN, O_NOSTD, O_ADVEPS, O_DROP,
-           O_TRUNC, O_RECIPE, O_GPS, O_EPOCHS, O_MB, O_MAXTOK, O_STALE };
+           O_TRUNC, O_RECIPE, O_GPS, O_EPOCHS, O_MB, O_MAXTOK, O_STALE, O_EPS, O_OLD_EPOCHS };
     static const struct option lo[] = {
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
         {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
@@ -112,7 +116,8 @@ static void parse_args(int argc, char **argv)
         {"max-len", required_argument, 0, O_MAXLEN}, {"no-std-scale", no_argument, 0, O_NOSTD},
         {"adv-eps", required_argument, 0, O_ADVEPS}, {"drop-equal", no_argument, 0, O_DROP},
         {"mask-truncated", no_argument, 0, O_TRUNC}, {"recipe", required_argument, 0, O_RECIPE},
-        {"groups-per-step", required_argument, 0, O_GPS}, {"epochs", required_argument, 0, O_EPOCHS},
+        {"groups-per-step", required_argument, 0, O_GPS}, {"num-iterations", required_argument, 0, O_EPOCHS},
+        {"epochs", required_argument, 0, O_OLD_EPOCHS}, {"eps", required_argument, 0, O_EPS},
         {"minibatches", required_argument, 0, O_MB}, {"max-tokens", required_argument, 0, O_MAXTOK},
         {"allow-stale", no_argument, 0, O_STALE},
         {0, 0, 0, 0}};
@@ -141,7 +146,15 @@ static void parse_args(int argc, char **argv)
         case O_TRUNC: opt.g.mask_truncated = true; set_flags |= S_TRUNC; break;
         case O_RECIPE: opt.recipe = optarg; break;
         case O_GPS: opt.groups_per_step = (int)parse_int(optarg, 1, 1 << 20, "--groups-per-step"); break;
-        case O_EPOCHS: opt.epochs = (int)parse_int(optarg, 1, 1000, "--epochs"); break;
+        case O_EPOCHS: opt.epochs = (int)parse_int(optarg, 1, 1000, "--num-iterations"); break;
+        case O_OLD_EPOCHS:
+            usage_error("--epochs: rl-step's passes over each rollout batch are --num-iterations (TRL's "
+                        "name); passes over a whole input are sft-step's --epochs");
+        case O_EPS:
+            opt.g.eps_low = parse_float(optarg, 0, 1, "--eps");
+            opt.g.eps_high = opt.g.eps_low;
+            set_flags |= S_EPSL | S_EPSH;
+            break;
         case O_MB: opt.minibatches = (int)parse_int(optarg, 1, 1 << 20, "--minibatches"); break;
         case O_MAXTOK: opt.max_tokens = (int)parse_int(optarg, 16, 1 << 24, "--max-tokens"); break;
         case O_STALE: opt.allow_stale = true; break;
@@ -175,7 +188,7 @@ static void pack_options(struct rec_writer *w, void *ctx)
     rec_pack_key(w, "mask_truncated"); rec_pack_bool(w, g->mask_truncated);
     rec_pack_key(w, "recipe"); if (opt.recipe) rec_pack_str(w, opt.recipe); else rec_pack_nil(w);
     rec_pack_key(w, "groups_per_step"); rec_pack_int(w, opt.groups_per_step);
-    rec_pack_key(w, "epochs"); rec_pack_int(w, opt.epochs);
+    rec_pack_key(w, "num_iterations"); rec_pack_int(w, opt.epochs);
     rec_pack_key(w, "minibatches"); rec_pack_int(w, opt.minibatches);
     rec_pack_key(w, "max_tokens"); rec_pack_int(w, opt.max_tokens);
     rec_pack_key(w, "allow_stale"); rec_pack_bool(w, opt.allow_stale);
@@ -378,7 +391,8 @@ int main(int argc, char **argv)
     parse_args(argc, argv);
     static struct run R;
     trainer_init(&R.t, &topt);
-    hash_hex(R.t.start_hash, R.policy_hex);
+    // The policy that must have sampled: the weights, or with LoRA base + adapter (lora.h).
+    hash_hex(R.t.lora ? lora_policy_hash(R.t.base_hash, R.t.start_hash) : R.t.start_hash, R.policy_hex);
     static const char *const schemas[] = {"srlm.samples", NULL};
     rec_reader_open(&R.r, stdin, "<stdin>", topt.max_record_bytes);
     const msgpack_object *hdr = rec_read_header(&R.r, schemas, "rl-step reads scored samples: rollout | score | rl-step");

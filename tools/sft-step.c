@@ -65,7 +65,7 @@ static void usage(FILE *f)
 
 static void parse_args(int argc, char **argv)
 {
-    enum { O_LOSS = 256, O_KD, O_BETA, O_TEMP, O_ALPHA, O_BT, O_GA, O_MAXLEN, O_TRUNC, O_EPOCHS };
+    enum { O_LOSS = 256, O_KD, O_BETA, O_TEMP, O_ALPHA, O_BT, O_GA, O_MAXLEN, O_TRUNC, O_EPOCHS, O_EPS };
     static const struct option lo[] = {
         TRAINER_LONG_OPTIONS,
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
@@ -75,6 +75,7 @@ static void parse_args(int argc, char **argv)
         {"kd-alpha", required_argument, 0, O_ALPHA}, {"batch-tokens", required_argument, 0, O_BT},
         {"grad-accum", required_argument, 0, O_GA}, {"max-len", required_argument, 0, O_MAXLEN},
         {"truncate", no_argument, 0, O_TRUNC}, {"epochs", required_argument, 0, O_EPOCHS},
+        {"eps", required_argument, 0, O_EPS},
         {0, 0, 0, 0}};
     trainer_options_default(&topt);
     bool kd_opts = false, beta = false;
@@ -101,6 +102,9 @@ static void parse_args(int argc, char **argv)
         case O_GA: opt.grad_accum = (long)parse_int(optarg, 1, 1 << 20, "--grad-accum"); break;
         case O_MAXLEN: opt.max_len = (long)parse_int(optarg, 2, 1 << 24, "--max-len"); break;
         case O_TRUNC: opt.truncate = true; break;
+        case O_EPS:   // in the GRPO literature and TRL, epsilon is a clip range: say which is which
+            usage_error("--eps is ambiguous: AdamW's epsilon is --adam-eps (rl-step's --eps is the "
+                        "ratio clip range)");
         case O_EPOCHS: opt.epochs = (long)parse_int(optarg, 1, 1 << 20, "--epochs"); break;
         case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
         default:
@@ -484,9 +488,10 @@ int main(int argc, char **argv)
     bool regular = input_is_regular();
     if (opt.epochs > 1 && !regular)
         usage_error("--epochs %ld needs a regular file as input (FILE or < FILE): a pipe cannot be re-read", opt.epochs);
-    struct model_config cfg;
-    char *cpath = xmalloc(strlen(topt.model_dir) + 16);
-    sprintf(cpath, "%s/config.json", topt.model_dir);
+    struct model_config cfg;   // the shape, before trainer_init (a continued run has --continue's)
+    const char *mdir = topt.model_dir ? topt.model_dir : topt.continue_dir;
+    char *cpath = xmalloc(strlen(mdir) + 16);
+    sprintf(cpath, "%s/config.json", mdir);
     model_config_load(&cfg, cpath);
     free(cpath);
     struct input_ctx in = {.V = cfg.V, .stream_vocab = -1, .tscale = 1.0 / opt.kdc.temperature};

@@ -21,13 +21,19 @@ finite_losses "$TMP/sk/metrics.mp" && ok || bad "seqkd: non-finite or missing lo
 n_bad=$(to-json --no-frame "$TMP/sk/teacher-correct.mp" | jq -s 'map(select(.rewards.correct != 1)) | length')
 expect_eq "$n_bad" "0" "seqkd keeps only correct samples"
 
-expect_rc 0 "onpolicy-kd.sh runs" -- env ROUNDS=2 G=2 MAX_NEW=32 TOP_K=8 onpolicy-kd.sh "$TMP/T1" "$TMP/S" "$TMP/p.jsonl" "$TMP/op" --steps 2 -q
+expect_rc 0 "onpolicy-kd.sh runs" -- env ROUNDS=2 G=2 MAX_NEW=32 TOP_K=8 onpolicy-kd.sh "$TMP/T1" "$TMP/S" "$TMP/p.jsonl" "$TMP/op" --steps 4 -q
 expect_rc 0 "on-policy round 2 loads" -- init-model --from "$TMP/op/round-2" --dry-run -q
 finite_losses "$TMP/op/round-2/metrics.mp" && ok || bad "on-policy KD: non-finite or missing losses"
 # round 2 sampled from round 1's weights: its samples' header names round 1's model hash
 h1=$(to-json "$TMP/op/round-1/metrics.mp" | jq -r 'select(.kind == "checkpoint") | .model_xxh3' | tail -n 1)
 h2=$(to-json "$TMP/op/round-2/samples.mp" | head -n 1 | jq -r '.. | objects | select(.producer.name? == "rollout") | .model_xxh3' | head -n 1)
 expect_eq "$h2" "$h1" "on-policy round 2 samples from round 1's student"
+# the rounds are one optimizer run: round 2 continues round 1's steps (and its AdamW moments)
+expect_eq "$(to-json --no-frame "$TMP/op/round-2/metrics.mp" | jq -c 'select(.kind == "metrics") | .step' | head -n 1)" \
+    "$(( $(to-json --no-frame "$TMP/op/round-1/metrics.mp" | jq -c 'select(.kind == "metrics") | .step' | tail -n 1) + 1 ))" \
+    "on-policy round 2 continues round 1's step count"
+expect_eq "$(to-json "$TMP/op/round-2/metrics.mp" | head -n 1 | jq -r '.continued_from.path')" "$TMP/op/round-1" \
+    "on-policy round 2 continues round 1's optimizer run"
 
 expect_rc 64 "seqkd.sh usage" -- seqkd.sh "$TMP/T1"
 expect_rc 66 "seqkd.sh missing prompts" -- seqkd.sh "$TMP/T1" "$TMP/S" "$TMP/none.jsonl" "$TMP/x"

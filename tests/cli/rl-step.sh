@@ -37,16 +37,16 @@ cases=(
   'seq-k3|llama|b4|--agg seq --beta 0.1 --kl k3 --ref llama-ref'
   'const-k2-maxlen|llama|b4|--agg const --max-len 12 --beta 0.2 --kl k2 --ref llama-ref'
   'const-longest|llama|b4|--agg const'
-  'dapo-k1-ppo|llama|b4|--agg token --beta 0.05 --kl k1 --ref llama-ref --eps-high 0.28 --drop-equal --mask-truncated --epochs 2 --minibatches 2'
-  'drgrpo-k3|llama|b4|--agg const --no-std-scale --beta 0.1 --ref llama-ref --epochs 2'
-  'seq-k3-batches|qwen3|b8|--agg seq --beta 0.1 --kl k3 --ref qwen3-ref --groups-per-step 4 --epochs 2 --minibatches 3'
+  'dapo-k1-ppo|llama|b4|--agg token --beta 0.05 --kl k1 --ref llama-ref --eps-high 0.28 --drop-equal --mask-truncated --num-iterations 2 --minibatches 2'
+  'drgrpo-k3|llama|b4|--agg const --no-std-scale --beta 0.1 --ref llama-ref --num-iterations 2'
+  'seq-k3-batches|qwen3|b8|--agg seq --beta 0.1 --kl k3 --ref qwen3-ref --groups-per-step 4 --num-iterations 2 --minibatches 3'
   'token-klreport|qwen3|b8|--agg token --ref qwen3-ref --groups-per-step 3 --eps-low 0.1 --eps-high 0.3'
   'microbatch-refshape|qwen3|b8|--agg seq --beta 0.1 --ref qwen3-ref2|--max-tokens 16'
 )
 # AdamW's eps is 1e-4, not 1e-8: Adam turns a gradient element at rounding-noise level (1e-9)
 # into a full step of random sign with eps = 1e-8, and two correct f32 implementations then
 # drift apart by 1e-4 within a step (as in lm-torch.sh); the real gradients here are ~1e-2.
-common='--lr 2e-3 --weight-decay 0.1 --clip 1.0 --eps 1e-4'
+common='--lr 2e-3 --weight-decay 0.1 --clip 1.0 --adam-eps 1e-4'
 for c in "${cases[@]}"; do
     IFS='|' read -r name arch batch flags conly <<<"$c"
     gps=4; [[ $flags == *--groups-per-step* ]] || flags="$flags --groups-per-step $gps"
@@ -96,7 +96,7 @@ expect_rc 64 "beta without ref" -- rl-step $P --out o --beta 0.1
 expect_err "needs a reference model" "beta without ref message"
 expect_rc 64 "bad --agg" -- rl-step $P --out o --agg mean
 expect_rc 64 "bad --kl" -- rl-step $P --out o --kl k9
-expect_rc 64 "bad --epochs" -- rl-step $P --out o --epochs 0
+expect_rc 64 "bad --num-iterations" -- rl-step $P --out o --num-iterations 0
 expect_rc 64 "bad --eps-low" -- rl-step $P --out o --eps-low 1.5
 expect_rc 64 "bad number" -- rl-step $P --out o --beta abc
 expect_rc 64 "bad --recipe" -- rl-step $P --out o --recipe ppo
@@ -162,7 +162,7 @@ expect_eq "$(to-json < rec.mp | head -1 | jq -c '.options | [.agg, .eps_high, .d
     '["token",0.3,true,true]' "--recipe dapo with --eps-high 0.3"
 
 # resume: stopping after 3 of 8 steps (mid-batch) and resuming gives the same bits as one run
-R="--model qwen3-pol --lr 1e-3 --ref qwen3-ref --beta 0.1 --groups-per-step 4 --epochs 2 --minibatches 2 --threads 1 -q"
+R="--model qwen3-pol --lr 1e-3 --ref qwen3-ref --beta 0.1 --groups-per-step 4 --num-iterations 2 --minibatches 2 --threads 1 -q"
 rl-step $R --out full < qwen3-b8.mp > full.mp &&
 rl-step $R --out part --steps 3 < qwen3-b8.mp > part1.mp &&
 rl-step $R --out part --resume < qwen3-b8.mp > part2.mp || bad "resume runs failed"
@@ -212,10 +212,10 @@ t0=$SECONDS
 if "$TOP/pipelines/grpo.sh" --model tiny --prompts prompts.jsonl --out pipe --iters 30 -G 8 \
      --rollout-arg --max-new-tokens --rollout-arg 3 --rollout-arg -q \
      --score-arg --task --score-arg none --score-arg --exec --score-arg "sh $TMP/verify.sh" --score-arg -q \
-     --rl-arg --lr --rl-arg 5e-3 --rl-arg --epochs --rl-arg 2 --rl-arg --minibatches --rl-arg 2 --rl-arg -q \
+     --rl-arg --lr --rl-arg 5e-3 --rl-arg --num-iterations --rl-arg 2 --rl-arg --minibatches --rl-arg 2 --rl-arg -q \
      2> pipe.err; then
-    first=$(head -n 5 pipe/rewards.tsv | awk '{ s += $2 } END { printf "%.3f", s / NR }')
-    last=$(tail -n 5 pipe/rewards.tsv | awk '{ s += $2 } END { printf "%.3f", s / NR }')
+    first=$(head -n 5 pipe/rewards.tsv | awk '{ s += $3 } END { printf "%.3f", s / NR }')
+    last=$(tail -n 5 pipe/rewards.tsv | awk '{ s += $3 } END { printf "%.3f", s / NR }')
     echo "rl-step: grpo.sh mean reward, first 5 iterations $first, last 5 $last ($((SECONDS - t0)) s)" >&2
     awk -v a="$first" -v b="$last" 'BEGIN { exit !(b >= a + 0.25 && b >= 0.4) }' && ok \
         || bad "grpo.sh did not raise the reward enough: first $first, last $last"

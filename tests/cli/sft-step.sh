@@ -28,7 +28,7 @@ SFT=(sft-step -q --threads 1 --model "$TMP/m0")
 field() { to-json "$1" | grep "\"kind\":\"$2\"" | sed -n "s/.*\"$3\":\([^,}]*\).*/\1/p"; }
 
 # --- PyTorch reference: two optimizer steps of 2 micro-batches each ---------------------------
-STEP=(--lr 1e-2 --eps 1e-4 --weight-decay 0.1 --batch-tokens 300 --grad-accum 2 --steps 2)
+STEP=(--lr 1e-2 --adam-eps 1e-4 --weight-decay 0.1 --batch-tokens 300 --grad-accum 2 --steps 2)
 ref_case() {   # name stream loss-options...: the C run now, the reference queued
     local name=$1 s=$2; shift 2
     expect_rc 0 "$name: sft-step" -- "${SFT[@]}" --out "$TMP/c-$name" "${STEP[@]}" "$@" "$s"
@@ -76,9 +76,9 @@ expect_eq "$ck" "$outhash" "checkpoint record model_xxh3"
 expect_same "$ARITH/tokenizer.json" "$TMP/c-ce/tokenizer.json" "tokenizer copied into --out"
 
 # --- micro-batch split invariance: one step of all 12 records, 1 vs many micro-batches --------
-expect_rc 0 "split: one micro-batch" -- "${SFT[@]}" --out "$TMP/sA" --lr 1e-2 --eps 1e-4 --batch-tokens 4096 --steps 1 "$TMP/s12.mp"
+expect_rc 0 "split: one micro-batch" -- "${SFT[@]}" --out "$TMP/sA" --lr 1e-2 --adam-eps 1e-4 --batch-tokens 4096 --steps 1 "$TMP/s12.mp"
 cp "$TMP/out" "$TMP/sA.mp"
-expect_rc 0 "split: 12 micro-batches" -- "${SFT[@]}" --out "$TMP/sB" --lr 1e-2 --eps 1e-4 --batch-tokens 160 --grad-accum 12 --steps 1 "$TMP/s12.mp"
+expect_rc 0 "split: 12 micro-batches" -- "${SFT[@]}" --out "$TMP/sB" --lr 1e-2 --adam-eps 1e-4 --batch-tokens 160 --grad-accum 12 --steps 1 "$TMP/s12.mp"
 cp "$TMP/out" "$TMP/sB.mp"
 expect_eq "$(field "$TMP/sB.mp" metrics records)" "12" "split: the step holds all 12 records"
 expect_eq "$(field "$TMP/sA.mp" metrics tokens)" "$(field "$TMP/sB.mp" metrics tokens)" "split: same trained tokens"

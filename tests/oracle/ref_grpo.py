@@ -172,6 +172,19 @@ def minibatch_loss(cfg, P, mb, a, stats):
     return total
 
 
+def lr_at(a, step):
+    """The documented schedule (common/optim.h), at 1-based step: linear warm-up from 0, then
+    constant, linear or half-cosine decay to --min-lr at --steps."""
+    if a.warmup > 0 and step <= a.warmup:
+        return a.lr * step / a.warmup
+    if a.schedule == "constant" or a.steps <= a.warmup:
+        return a.lr
+    frac = min(1.0, (step - a.warmup) / (a.steps - a.warmup))
+    if a.schedule == "linear":
+        return a.min_lr + (a.lr - a.min_lr) * (1.0 - frac)
+    return a.min_lr + (a.lr - a.min_lr) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
 def cmd_step(a):
     R.set_threads(1)
     cfg, P = R.load_model(a.policy, requires_grad=True)
@@ -220,6 +233,8 @@ def cmd_step(a):
                     gn = torch.nn.utils.clip_grad_norm_(params, a.clip)
                 else:
                     gn = torch.norm(torch.stack([p.grad.detach().norm(2) for p in params]), 2)
+                for g in opt.param_groups:   # one AdamW for the whole run: moments persist
+                    g["lr"] = lr_at(a, step + 1)
                 opt.step()
                 step += 1
                 t = max(stats["tokens"], 1)
@@ -257,7 +272,7 @@ def main():
     p.add_argument("out_dir")
     p.add_argument("--ref")
     p.add_argument("--groups-per-step", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--num-iterations", "--epochs", dest="epochs", type=int, default=1)
     p.add_argument("--minibatches", type=int, default=1)
     p.add_argument("--agg", choices=["token", "seq", "const"], default="token")
     p.add_argument("--kl", choices=["k1", "k2", "k3"], default="k3")
@@ -270,9 +285,13 @@ def main():
     p.add_argument("--mask-truncated", action="store_true")
     p.add_argument("--max-len", type=int, default=0)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--min-lr", type=float, default=0.0)
+    p.add_argument("--schedule", choices=["constant", "linear", "cosine"], default="constant")
+    p.add_argument("--warmup", type=int, default=0)
+    p.add_argument("--steps", type=int, default=0)
     p.add_argument("--beta1", type=float, default=0.9)
     p.add_argument("--beta2", type=float, default=0.999)
-    p.add_argument("--eps", type=float, default=1e-8, help="AdamW eps (trainer.h --eps)")
+    p.add_argument("--adam-eps", "--eps", dest="eps", type=float, default=1e-8, help="AdamW eps (trainer.h --adam-eps)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--no-decay-norms-biases", action="store_true")
     p.add_argument("--clip", type=float, default=1.0)

@@ -337,7 +337,7 @@ def main():
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--clip", type=float, default=0.0)
     p.add_argument("--steps", type=int, default=1)
-    p.add_argument("--eps", type=float, default=1e-8)
+    p.add_argument("--adam-eps", "--eps", dest="eps", type=float, default=1e-8)
     p.add_argument("--against")
     p.add_argument("--rtol", type=float, default=1e-4)
     p.set_defaults(fn=cmd_adamw)

@@ -646,7 +646,7 @@ def build_parser():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--beta1", type=float, default=0.9)
     p.add_argument("--beta2", type=float, default=0.999)
-    p.add_argument("--eps", type=float, default=1e-8)
+    p.add_argument("--adam-eps", "--eps", dest="eps", type=float, default=1e-8)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--clip", type=float, default=1.0, help="max global grad norm; 0 = no clipping")
     p.add_argument("--steps", type=int, default=1)

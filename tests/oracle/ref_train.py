@@ -268,7 +268,7 @@ def parser():
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--beta1", type=float, default=0.9)
     p.add_argument("--beta2", type=float, default=0.999)
-    p.add_argument("--eps", type=float, default=1e-8)
+    p.add_argument("--adam-eps", "--eps", dest="eps", type=float, default=1e-8)
     p.add_argument("--batch-tokens", type=int, default=4096)
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--max-len", type=int, default=0)
