@@ -25,6 +25,8 @@
 #include <string.h>
 
 static struct trainer_options topt;
+static FILE *input;            // the FILE operand, or stdin
+static const char *input_name;
 static struct {
     struct grpo_config g;
     const char *ref, *recipe;
@@ -43,9 +45,10 @@ static void usage(FILE *f)
         "               [--agg token|seq|const] [--max-len n] [--no-std-scale] [--adv-eps e]\n"
         "               [--drop-equal] [--mask-truncated] [--recipe grpo|dapo|dr-grpo]\n"
         "               [--groups-per-step n] [--num-iterations n] [--minibatches n] [--max-tokens n]\n"
-        "               [--allow-stale] [training options] --model dir --out dir < scored > metrics\n"
+        "               [--allow-stale] [training options] --model dir --out dir [FILE] > metrics\n"
         "\n"
-        "GRPO steps on a scored srlm.samples stream (rollout | score); writes srlm.metrics.\n"
+        "GRPO steps on a scored srlm.samples stream (rollout | score) from FILE or stdin ('-');\n"
+        "writes srlm.metrics.\n"
         "\n"
         "Objective (common/grpo.h, docs/rl.md):\n"
         "      --ref DIR            reference model for the KL penalty (required when --beta > 0;\n"
@@ -164,7 +167,7 @@ static void parse_args(int argc, char **argv)
             usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
-    if (optind < argc) usage_error("unexpected argument \"%s\" (rl-step reads stdin)", argv[optind]);
+    input = open_input_operand(argc, argv, optind, &input_name);
     apply_recipe();
     trainer_options_check(&topt);
     if (opt.g.beta > 0 && !opt.ref) usage_error("--beta %g needs a reference model (--ref DIR)", opt.g.beta);
@@ -394,7 +397,7 @@ int main(int argc, char **argv)
     // The policy that must have sampled: the weights, or with LoRA base + adapter (lora.h).
     hash_hex(R.t.lora ? lora_policy_hash(R.t.base_hash, R.t.start_hash) : R.t.start_hash, R.policy_hex);
     static const char *const schemas[] = {"srlm.samples", NULL};
-    rec_reader_open(&R.r, stdin, "<stdin>", topt.max_record_bytes);
+    rec_reader_open(&R.r, input, input_name, topt.max_record_bytes);
     const msgpack_object *hdr = rec_read_header(&R.r, schemas, "rl-step reads scored samples: rollout | score | rl-step");
     check_sampler(&R, hdr);
     open_ref(&R);
@@ -422,5 +425,6 @@ int main(int argc, char **argv)
     if (R.ref_a != &R.a) grpo_ws_free(&R.ref_ws_own), lm_acts_free(&R.ref_a_own);
     if (R.has_ref) model_free(&R.ref);
     rec_reader_close(&R.r);
+    close_input(input);
     tool_exit(0);
 }

@@ -60,7 +60,10 @@ static void usage(FILE *f)
         "  --truncate           cut longer records to --max-len tokens\n"
         "  --epochs N           passes over FILE (a regular file; default 1)\n");
     trainer_usage(f);
-    fprintf(f, "  -h, --help  this help;  -V, --version  print the version\n");
+    fprintf(f, "  -h, --help  this help;  -V, --version  print the version\n"
+               "\nExit status: 0 ok, 64 usage, 65 bad input (malformed stream, wrong schema, token out of\n"
+               "range, another tokenizer), 66 missing model or input, 70 non-finite loss or gradient, 71 out\n"
+               "of memory, 73 cannot write --out, 74 I/O error.\n");
 }
 
 static void parse_args(int argc, char **argv)
@@ -113,7 +116,7 @@ static void parse_args(int argc, char **argv)
         }
     }
     if (optind < argc) opt.input = argv[optind++];
-    if (optind < argc) usage_error("unexpected argument '%s'", argv[optind]);
+    if (optind < argc) usage_error("too many operands (one input file at most)");
     trainer_options_check(&topt);
     if (kd_opts && !opt.kd) usage_error("--kd, --kd-beta, --kd-temperature and --kd-alpha need --loss kd");
     if (beta && opt.kdc.div != KD_JSD) usage_error("--kd-beta goes with --kd jsd");
@@ -382,7 +385,7 @@ static const msgpack_object *input_start(struct rec_reader *r, FILE **fp, int pa
         if (lseek(fileno(stdin), 0, SEEK_SET) != 0) die(EX_IOERR, "rewind <stdin>:");
         *fp = stdin, name = "<stdin>";
     } else {
-        *fp = open_input(opt.input, &name);
+        *fp = open_input_path(opt.input, &name);
     }
     rec_reader_open(r, *fp, name, topt.max_record_bytes);
     return rec_read_header(r, schemas, HINT);

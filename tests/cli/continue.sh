@@ -63,6 +63,12 @@ $PY "$REFG" step pol cat.mp ref2 --lr 3e-3 --adam-eps 1e-4 --weight-decay 0.1 --
     --groups-per-step 3 --minibatches 2 --compare f3/model.safetensors --rtol 1e-4 > /dev/null 2>&1 \
     && bad "oracle: processes that restart AdamW passed as one optimizer run" || ok
 
+# the FILE operand reads the same stream as stdin
+rl-step --model pol --out op $O p1.mp > op.mp 2>/dev/null
+expect_same c1/model.safetensors op/model.safetensors "rl-step FILE operand: the same run as stdin"
+expect_rc 66 "rl-step: missing FILE" -- rl-step --model pol --out x $O nope.mp
+expect_rc 64 "rl-step: two FILEs" -- rl-step --model pol --out x $O p1.mp p2.mp
+
 # options: an explicit one overrides the run's, and is logged
 rl-step --continue c1 --out o2 --lr 1e-3 --allow-stale --groups-per-step 3 --minibatches 2 --threads 1 < p2.mp > o2.mp 2> o2.err
 expect_eq "$(to-json --no-frame o2.mp | jq -c 'select(.kind == "metrics") | .step' | tr '\n' ' ')" "3 4 " "override: steps continue"
