@@ -20,7 +20,7 @@ CFLAGS   += -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-para
 CPPFLAGS += -D_GNU_SOURCE -Icommon -DVERSION=\"$(VERSION)\"
 BLIS_LIBS    ?= -lblis
 MSGPACK_LIBS ?= $(shell pkg-config --libs msgpack-c 2>/dev/null || pkg-config --libs msgpack 2>/dev/null || echo -lmsgpackc)
-LDLIBS   += -fopenmp $(MSGPACK_LIBS) $(BLIS_LIBS) -lxxhash -lpcre2-8 -lutf8proc -ljansson -lm -lpthread
+LDLIBS   += -fopenmp $(MSGPACK_LIBS) $(BLIS_LIBS) -lxxhash -lpcre2-8 -lutf8proc -ljansson -lz -lm -lpthread
 -include config.mk
 
 BIN = $(TOOLS:%=bin/%)
@@ -84,7 +84,7 @@ FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fn
 FUZZ_CFLAGS   = -O1 -g -std=c11 -Wall -Wno-unused-parameter -Wno-unknown-pragmas -MMD -MP $(FUZZ_SAN)
 FUZZ_WRAP     = $(foreach f,exit open close fopen fdopen open_memstream fclose mmap munmap \
                   pcre2_compile_8 pcre2_code_free_8 pcre2_jit_stack_create_8 pcre2_jit_stack_free_8,-Wl,--wrap=$(f))
-FUZZ_LIBS     = $(MSGPACK_LIBS) -lxxhash -lpcre2-8 -lutf8proc -ljansson -lm -lpthread
+FUZZ_LIBS     = $(MSGPACK_LIBS) -lxxhash -lpcre2-8 -lutf8proc -ljansson -lz -lm -lpthread
 FUZZ_BIN      = $(FUZZ_HARNESS:%=build/fuzz/bin/fuzz-%)
 
 build/fuzz/common/%.o: common/%.c

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build_pkgs=(build-essential pkg-config libblis-dev libmsgpack-dev libxxhash-dev libpcre2-dev
-            libutf8proc-dev libjansson-dev)
+            libutf8proc-dev libjansson-dev zlib1g-dev)
 study_pkgs=(jq gnuplot-nox)
 test_pkgs=(python3-torch python3-numpy python3-msgpack nodejs npm clang-14 libclang-rt-14-dev)
 

@@ -5,10 +5,12 @@
 #include <errno.h>
 #include <float.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 // ---------------------------------------------------------------------------------------------
 // UTF-8
@@ -848,13 +850,218 @@ int json_write_line(FILE *fp, const json_t *v)
     return ferror(fp) ? -1 : 0;
 }
 
+// ---------------------------------------------------------------------------------------------
+// numbers beyond jansson's range
+
+// Length of the number token at p (a maximal run of number characters).
+static size_t number_len(const char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (p[i] == '-' || p[i] == '+' || p[i] == '.' || p[i] == 'e' || p[i] == 'E' ||
+                     (p[i] >= '0' && p[i] <= '9')))
+        i++;
+    return i;
+}
+
+static size_t digits(const char *p, size_t i, size_t n)
+{
+    size_t d = 0;
+    while (i + d < n && p[i + d] >= '0' && p[i + d] <= '9') d++;
+    return d;
+}
+
+// RFC 8259's number grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+static bool json_number_syntax(const char *p, size_t n)
+{
+    size_t i = p[0] == '-', d;
+    if (i < n && p[i] == '0') i++;
+    else if ((d = digits(p, i, n)) > 0) i += d;
+    else return false;
+    if (i < n && p[i] == '.') {
+        if ((d = digits(p, i + 1, n)) == 0) return false;
+        i += 1 + d;
+    }
+    if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+        i += 1 + (i + 1 < n && (p[i + 1] == '+' || p[i + 1] == '-'));
+        if ((d = digits(p, i, n)) == 0) return false;
+        i += d;
+    }
+    return i == n;
+}
+
+// Appends to *out the token, or its replacement when jansson cannot hold it. Returns true if it
+// replaced it.
+static bool rewrite_number(const char *p, size_t n, char **out, size_t *olen, size_t *ocap)
+{
+    char tok[400], rep[40];
+    const char *src = p;
+    size_t srclen = n;
+    bool changed = false;
+    if (!json_number_syntax(p, n)) {
+        // not a number: copied, for jansson to report
+    } else if (n < sizeof tok) {
+        memcpy(tok, p, n);
+        tok[n] = '\0';
+        bool integer = !strpbrk(tok, ".eE");
+        char *end;
+        errno = 0;
+        if (integer) (void)strtoll(tok, &end, 10);
+        if (!integer || errno == ERANGE) {
+            errno = 0;
+            double d = strtod(tok, &end);
+            if (end == tok + n && (isinf(d) || integer)) {
+                if (isinf(d)) d = copysign(DBL_MAX, d);
+                snprintf(rep, sizeof rep, "%.17g", d);   // >= 1e17: always holds an 'e' or '.'
+                src = rep, srclen = strlen(rep), changed = true;
+            }
+        }
+    } else if (!memchr(p, '.', n) && !memchr(p, 'e', n) && !memchr(p, 'E', n)) {
+        src = p[0] == '-' ? "-1.7976931348623157e308" : "1.7976931348623157e308";   // 400+ digits
+        srclen = strlen(src), changed = true;
+    }
+    if (*olen + srclen + 1 > *ocap) *out = xrealloc(*out, *ocap = 2 * (*olen + srclen + 1));
+    memcpy(*out + *olen, src, srclen);
+    *olen += srclen;
+    return changed;
+}
+
+// text with every number jansson refuses rewritten (see json_load_text); NULL if none is.
+static char *rewrite_numbers(const char *text, size_t len, size_t *outlen)
+{
+    size_t cap = len + 64, olen = 0, i = 0, start = 0;
+    char *out = xmalloc(cap);
+    bool in_str = false, changed = false;
+    while (i < len) {
+        char c = text[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = false;
+            i++;
+            continue;
+        }
+        if (c == '"') { in_str = true; i++; continue; }
+        if (c != '-' && (c < '0' || c > '9')) { i++; continue; }
+        size_t n = number_len(text + i, len - i);
+        if (olen + (i - start) + 1 > cap) out = xrealloc(out, cap = 2 * (olen + (i - start) + 1));
+        memcpy(out + olen, text + start, i - start);
+        olen += i - start;
+        changed |= rewrite_number(text + i, n, &out, &olen, &cap);
+        i += n;
+        start = i;
+    }
+    if (!changed) { free(out); return NULL; }
+    if (olen + (len - start) + 1 > cap) out = xrealloc(out, cap = olen + (len - start) + 1);
+    memcpy(out + olen, text + start, len - start);
+    *outlen = olen + (len - start);
+    return out;
+}
+
+json_t *json_load_text(const char *text, size_t len, size_t flags, json_error_t *err)
+{
+    json_t *j = json_loadb(text, len, flags, err);
+    if (j) return j;
+    size_t n;
+    char *fixed = rewrite_numbers(text, len, &n);
+    if (!fixed) return NULL;                  // a real syntax error: jansson's message stands
+    json_error_t err2;
+    j = json_loadb(fixed, n, flags, &err2);
+    free(fixed);
+    if (!j) *err = err2;
+    return j;
+}
+
 json_t *json_read_file(const char *path)
 {
     size_t len;
     char *text = read_file(path, &len);
     json_error_t err;
-    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
+    json_t *j = json_load_text(text, len, JSON_REJECT_DUPLICATES, &err);
     free(text);
     if (!j) die(EX_DATAERR, "%s: not valid JSON: %s (line %d)", path, err.text, err.line);
     return j;
+}
+
+// ---------------------------------------------------------------------------------------------
+// gzip input
+
+#define GZ_CHUNK ((size_t)64 << 10)
+
+struct gunzip {
+    FILE *fp;                  // compressed input, borrowed
+    const char *name;
+    z_stream z;
+    unsigned char in[GZ_CHUNK];
+    bool done;                 // the last member ended at the end of the input
+};
+
+static _Noreturn void gz_fail(const struct gunzip *g, const char *what)
+{
+    die(EX_DATAERR, "%s: gzip: %s", g->name, what);
+}
+
+// Refills the compressed buffer; returns false at the end of the input.
+static bool gz_fill(struct gunzip *g)
+{
+    size_t n = fread(g->in, 1, sizeof g->in, g->fp);
+    if (ferror(g->fp)) die(EX_IOERR, "read %s:", g->name);
+    g->z.next_in = g->in;
+    g->z.avail_in = (uInt)n;
+    return n > 0;
+}
+
+static ssize_t gz_read(void *cookie, char *buf, size_t size)
+{
+    struct gunzip *g = cookie;
+    if (size > UINT_MAX) size = UINT_MAX;
+    g->z.next_out = (Bytef *)buf;
+    g->z.avail_out = (uInt)size;
+    while (!g->done && g->z.avail_out == size) {
+        if (g->z.avail_in == 0 && !gz_fill(g))
+            gz_fail(g, "truncated (the input ends inside a compressed member)");
+        int rc = inflate(&g->z, Z_NO_FLUSH);
+        if (rc == Z_MEM_ERROR) die(EX_OSERR, "%s: gzip: out of memory", g->name);
+        if (rc == Z_NEED_DICT || rc == Z_DATA_ERROR || rc == Z_STREAM_ERROR)
+            gz_fail(g, g->z.msg ? g->z.msg : "invalid compressed data");
+        if (rc == Z_STREAM_END) {             // another member may follow, as gzip -d reads it
+            if (g->z.avail_in == 0 && !gz_fill(g)) g->done = true;
+            else if (inflateReset(&g->z) != Z_OK) gz_fail(g, "inflateReset failed");
+        }
+    }
+    return (ssize_t)(size - g->z.avail_out);
+}
+
+static int gz_close(void *cookie)
+{
+    struct gunzip *g = cookie;
+    inflateEnd(&g->z);
+    free(g);
+    return 0;
+}
+
+FILE *jsonl_gunzip(FILE *fp, const char *name)
+{
+    int c = getc(fp), c2;
+    if (c != 0x1f) {
+        if (c != EOF) ungetc(c, fp);
+        if (ferror(fp)) die(EX_IOERR, "read %s:", name);
+        return fp;
+    }
+    if ((c2 = getc(fp)) != 0x8b)
+        die(EX_DATAERR, "%s: not JSON lines (it starts with the byte 0x1f) nor gzip (0x1f 0x8b)", name);
+    struct gunzip *g = xcalloc(1, sizeof *g);
+    g->fp = fp;
+    g->name = name;
+    g->in[0] = 0x1f, g->in[1] = 0x8b;
+    g->z.next_in = g->in;
+    g->z.avail_in = 2;
+    if (inflateInit2(&g->z, 16 + MAX_WBITS) != Z_OK) die(EX_OSERR, "%s: gzip: cannot initialise zlib", name);
+    FILE *in = fopencookie(g, "r", (cookie_io_functions_t){ .read = gz_read, .close = gz_close });
+    if (!in) die(EX_OSERR, "fopencookie:");
+    log_debug("%s: gzip input", name);
+    return in;
+}
+
+void jsonl_gunzip_close(FILE *in, FILE *fp)
+{
+    if (in && in != fp) fclose(in);
 }

@@ -104,9 +104,33 @@ int json_write_line(FILE *fp, const json_t *v);
 char *json_base64_encode(const void *p, size_t n);
 bool json_base64_decode(const char *s, size_t len, unsigned char **out, size_t *n);
 
-// The whole file at path as one JSON value (new reference): config.json, trainer_state.json,
-// adapter_config.json, a sharded checkpoint's index. Duplicate keys are refused. A missing file
-// is exit 66; invalid JSON is exit 65 "<path>: not valid JSON: <reason> (line N)".
+// Hugging Face JSON files (config.json, tokenizer.json, tokenizer_config.json, ...) may hold any
+// valid JSON number, also where jansson cannot: transformers writes "model_max_length":
+// 1000000000000000019884624838656 (int(1e30)) for a model without a length limit, beyond
+// jansson's int64. json_load_text() is json_loadb() (same flags and errors) except that such a
+// number is read instead of refused: an integer outside int64 becomes a real (its nearest
+// double), a real beyond a double's range becomes +-DBL_MAX. So a field nobody uses never stops
+// a load, and a field that is used meets its own check: an integer field reads a real and is
+// refused as "not an integer" / out of range, never a wrapped or truncated value. Files that
+// jansson reads are parsed once, unchanged; only a failed parse is retried with the rewrite.
+json_t *json_load_text(const char *text, size_t len, size_t flags, json_error_t *err);
+
+// The whole file at path as one JSON value (new reference), through json_load_text: config.json,
+// trainer_state.json, adapter_config.json, a sharded checkpoint's index. Duplicate keys are
+// refused. A missing file is exit 66; invalid JSON is exit 65 "<path>: not valid JSON: <reason>
+// (line N)".
 json_t *json_read_file(const char *path);
+
+// ---------------------------------------------------------------------------------------------
+// gzip input (tokenize, from-json)
+
+// Looks at the first bytes of fp (nothing may have been read from it yet). Input that starts
+// with the gzip magic 1f 8b (whatever its name) is decompressed: the result is a new read-only
+// FILE that yields the inflated bytes (concatenated gzip members as `gzip -d` reads them); bad
+// or truncated gzip data exits 65 "<name>: gzip: <reason>". Other input returns fp itself, its
+// first byte pushed back. Input starting with 1f but not 8b is no JSON and no gzip: exit 65.
+// Close the result with jsonl_gunzip_close(in, fp), then fp as usual (fp is not owned).
+FILE *jsonl_gunzip(FILE *fp, const char *name);
+void jsonl_gunzip_close(FILE *in, FILE *fp);
 
 #endif
