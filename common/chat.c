@@ -1,6 +1,8 @@
 // chat.c — see chat.h for the contract. Each render_* function mirrors the Jinja template of
-// its family line by line; the template text it follows is quoted in docs/tokenizer.md.
+// its family line by line; the template text it follows is quoted in docs/tokenizer.md. Other
+// templates go through the Jinja renderer (render_jinja).
 #include "chat.h"
+#include "jinja.h"
 #include "util.h"
 
 #include <stdarg.h>
@@ -9,7 +11,10 @@
 #include <string.h>
 
 static const char QWEN_SYSTEM[] = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
-static const char *const NAMES[] = { "chatml", "qwen2.5", "qwen3", "llama3", "llama3.1" };
+static const char *const NAMES[] = { "chatml", "qwen2.5", "qwen3", "llama3", "llama3.1", "jinja" };
+static const char FAMILIES[] = "chatml|qwen2.5|qwen3|llama3|llama3.1";   // the hand-written ones
+// appended to the refusals of tools by the five families
+static const char USE_JINJA[] = " (--chat-template jinja renders them with the model's own template)";
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -98,6 +103,22 @@ static void set_family(struct chat_template *ct, enum chat_family f)
     ct->name = NAMES[f];
 }
 
+// The jinja family: the template parsed, or an error naming what is outside the subset.
+static int init_jinja(struct chat_template *ct, const char *text, bool named, char *err, size_t errlen)
+{
+    char why[300];
+    if (!text) return fail(err, errlen, "--chat-template jinja: the tokenizer has no chat template");
+    ct->jinja = jinja_parse(text, why, sizeof why);
+    if (!ct->jinja) {
+        if (named) return fail(err, errlen, "chat template: %s", why);
+        return fail(err, errlen, "unrecognised chat template; name one with --chat-template %s (its Jinja is "
+                                 "outside the subset srlm renders: %s)", FAMILIES, why);
+    }
+    set_family(ct, CHAT_JINJA);
+    ct->uses_special = strstr(text, "bos_token") || strstr(text, "eos_token");
+    return 0;
+}
+
 int chat_template_init(struct chat_template *ct, const char *text, const char *override,
                        char *err, size_t errlen)
 {
@@ -106,14 +127,14 @@ int chat_template_init(struct chat_template *ct, const char *text, const char *o
     snprintf(ct->date, sizeof ct->date, "%s", CHAT_DEFAULT_DATE);
     if (override) {
         if (!chat_template_known(override)) return fail(err, errlen, "unknown chat template \"%s\"", override);
+        if (strcmp(override, "jinja") == 0) return init_jinja(ct, text, true, err, errlen);
         for (int f = 0; f <= CHAT_LLAMA31; f++)
             if (strcmp(override, NAMES[f]) == 0) set_family(ct, (enum chat_family)f);
         if (ct->family == CHAT_QWEN25) ct->default_system = xstrdup(QWEN_SYSTEM);
         return 0;
     }
     if (!text)
-        return fail(err, errlen, "the tokenizer has no chat template; name one with --chat-template "
-                                 "chatml|qwen2.5|qwen3|llama3|llama3.1");
+        return fail(err, errlen, "the tokenizer has no chat template; name one with --chat-template %s", FAMILIES);
     if (strstr(text, "<|start_header_id|>") && strstr(text, "<|eot_id|>")) {
         // Llama-3.2-Vision's template writes image tokens and does not strip the content.
         if (strstr(text, "<|image|>"))
@@ -132,14 +153,25 @@ int chat_template_init(struct chat_template *ct, const char *text, const char *o
         set_family(ct, qwen || strstr(text, "Qwen") ? CHAT_QWEN25 : CHAT_CHATML);
         return 0;
     }
-    return fail(err, errlen, "unrecognised chat template; name one with --chat-template "
-                             "chatml|qwen2.5|qwen3|llama3|llama3.1");
+    return init_jinja(ct, text, false, err, errlen);
+}
+
+void chat_template_set_special(struct chat_template *ct, const char *bos, const char *eos)
+{
+    free(ct->bos_token);
+    free(ct->eos_token);
+    ct->bos_token = bos ? xstrdup(bos) : NULL;
+    ct->eos_token = eos ? xstrdup(eos) : NULL;
+    ct->special_set = bos || eos;
 }
 
 void chat_template_free(struct chat_template *ct)
 {
     free(ct->default_system);
     ct->default_system = NULL;
+    jinja_free(ct->jinja);
+    ct->jinja = NULL;
+    chat_template_set_special(ct, NULL, NULL);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -209,11 +241,11 @@ static int get_messages(const json_t *messages, struct msg **out, size_t *n, cha
         if (!json_is_object(o)) rc = fail(err, errlen, "[%zu]: expected an object", i);
         else if (!json_is_string(role)) rc = fail(err, errlen, "[%zu]: \"role\" must be a string", i);
         else if (!json_is_string(content)) rc = fail(err, errlen, "[%zu]: \"content\" must be a string", i);
-        else if (json_object_get(o, "tool_calls")) rc = fail(err, errlen, "[%zu]: tool calls are not supported", i);
+        else if (json_object_get(o, "tool_calls")) rc = fail(err, errlen, "[%zu]: tool calls are not supported%s", i, USE_JINJA);
         else if (strcmp(json_string_value(role), "system") && strcmp(json_string_value(role), "user") &&
                  strcmp(json_string_value(role), "assistant"))
-            rc = fail(err, errlen, "[%zu]: role \"%s\" is not supported (system, user, assistant)", i,
-                      json_string_value(role));
+            rc = fail(err, errlen, "[%zu]: role \"%s\" is not supported (system, user, assistant)%s", i,
+                      json_string_value(role), USE_JINJA);
         if (rc) { free(m); return rc; }
         m[i].role = json_string_value(role);
         m[i].content = json_string_value(content);
@@ -388,13 +420,109 @@ static void render_llama31(const struct chat_template *ct, const struct msg *m, 
     if (s->prompt_only) add_str(s, "<|start_header_id|>assistant<|end_header_id|>\n\n", false);
 }
 
-int chat_render(const struct chat_template *ct, const json_t *messages, struct chat_segments *out,
-                char *err, size_t errlen)
+// ---------------------------------------------------------------------------------------------
+// the jinja family
+
+struct spans {
+    const json_t *messages;
+    size_t *begin, *end;       // per message: the text of its last non-empty loop iteration
+};
+
+static void on_item(void *ctx, const json_t *item, size_t begin, size_t end)
 {
+    struct spans *sp = ctx;
+    if (end == begin) return;
+    for (size_t i = 0; i < json_array_size(sp->messages); i++)
+        if (json_array_get(sp->messages, i) == item) {
+            sp->begin[i] = begin;
+            sp->end[i] = end;
+        }
+}
+
+static char *jinja_text(const struct chat_template *ct, json_t *vars, bool gen_prompt, struct spans *sp,
+                        size_t *len, char *err, size_t errlen)
+{
+    json_object_set_new(vars, "add_generation_prompt", json_boolean(gen_prompt));
+    struct jinja_opts o = { .vars = vars, .date = ct->date, .on_item = sp ? on_item : NULL, .ctx = sp };
+    return jinja_render(ct->jinja, &o, len, err, errlen);
+}
+
+static const char *memmem_last(const char *h, size_t hn, const char *needle);
+
+static int render_jinja(const struct chat_template *ct, const json_t *messages, const json_t *tools,
+                        struct chat_segments *s, char *err, size_t errlen)
+{
+    size_t n = json_array_size(messages);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *o = json_array_get(messages, i);
+        if (!json_is_object(o)) return fail(err, errlen, "[%zu]: expected an object", i);
+        if (!json_is_string(json_object_get(o, "role"))) return fail(err, errlen, "[%zu]: \"role\" must be a string", i);
+    }
+    if (ct->uses_special && !ct->special_set)
+        return fail(err, errlen, "chat template: the template uses bos_token/eos_token, which were not given "
+                                 "to the renderer (chat_template_set_special)");
+    const char *last_role = json_string_value(json_object_get(json_array_get(messages, n - 1), "role"));
+    s->prompt_only = strcmp(last_role, "assistant") != 0;
+    json_t *vars = json_object();
+    json_object_set(vars, "messages", (json_t *)messages);
+    if (tools && json_array_size(tools) > 0) json_object_set(vars, "tools", (json_t *)tools);
+    if (ct->bos_token) json_object_set_new(vars, "bos_token", json_string(ct->bos_token));
+    if (ct->eos_token) json_object_set_new(vars, "eos_token", json_string(ct->eos_token));
+    json_object_set_new(vars, "date_string", json_string(ct->date));
+    if (!ct->thinking) json_object_set_new(vars, "enable_thinking", json_false());
+    struct spans sp = { messages, xcalloc(n, sizeof(size_t)), xcalloc(n, sizeof(size_t)) };
+    size_t len, glen = 0, gpn = 0;
+    char why[400], *gen = NULL;
+    char *text = jinja_text(ct, vars, s->prompt_only, &sp, &len, why, sizeof why);
+    int rc = 0;
+    if (!text) {
+        rc = fail(err, errlen, "chat template: %s", why);
+    } else if (!s->prompt_only) {
+        // the generation prompt: what add_generation_prompt appends to this conversation
+        gen = jinja_text(ct, vars, true, NULL, &glen, why, sizeof why);
+        if (gen && glen >= len && memcmp(gen, text, len) == 0) gpn = glen - len;
+    }
+    size_t done = 0;
+    bool any = false;
+    for (size_t i = 0; text && !s->prompt_only && i < n; i++) {
+        const char *role = json_string_value(json_object_get(json_array_get(messages, i), "role"));
+        if (strcmp(role, "assistant") != 0 || sp.end[i] == 0 || sp.begin[i] < done) continue;
+        size_t b = sp.begin[i], e = sp.end[i], k = 0;
+        while (k < gpn && b + k < e && gen[len + k] == text[b + k]) k++;   // the generation prompt
+        const char *eos = ct->eos_token && *ct->eos_token ? memmem_last(text + b + k, e - b - k, ct->eos_token) : NULL;
+        if (eos) e = (size_t)(eos - text) + strlen(ct->eos_token);
+        else while (e > b + k && strchr(" \t\r\n", text[e - 1])) e--;   // the newline after an end-of-turn
+        chat_segments_add(s, text + done, b + k - done, false);
+        chat_segments_add(s, text + b + k, e - b - k, true);
+        done = e;
+        any = true;
+    }
+    if (text) chat_segments_add(s, text + done, len - done, false);
+    if (text && !s->prompt_only && !any)
+        rc = fail(err, errlen, "chat template: no assistant message is written in a loop over the messages, "
+                               "so srlm cannot tell which text to train");
+    free(text);
+    free(gen);
+    free(sp.begin);
+    free(sp.end);
+    json_decref(vars);
+    return rc;
+}
+
+int chat_render_tools(const struct chat_template *ct, const json_t *messages, const json_t *tools,
+                      struct chat_segments *out, char *err, size_t errlen)
+{
+    chat_segments_clear(out);
+    if (ct->family == CHAT_JINJA) {
+        if (!json_is_array(messages)) return fail(err, errlen, "expected an array of messages");
+        if (json_array_size(messages) == 0) return fail(err, errlen, "no messages");
+        return render_jinja(ct, messages, tools, out, err, errlen);
+    }
+    if (tools && json_array_size(tools) > 0)
+        return fail(err, errlen, "tools are not supported by the %s renderer%s", ct->name, USE_JINJA);
     struct msg *m = NULL;
     size_t n;
     if (get_messages(messages, &m, &n, err, errlen) != 0) return -1;
-    chat_segments_clear(out);
     out->prompt_only = !is_assistant(&m[n - 1]);
     switch (ct->family) {
     case CHAT_CHATML:
@@ -402,9 +530,16 @@ int chat_render(const struct chat_template *ct, const json_t *messages, struct c
     case CHAT_QWEN3: render_qwen3(ct, m, n, out); break;
     case CHAT_LLAMA3: render_llama3(m, n, out); break;
     case CHAT_LLAMA31: render_llama31(ct, m, n, out); break;
+    case CHAT_JINJA: break;
     }
     free(m);
     return 0;
+}
+
+int chat_render(const struct chat_template *ct, const json_t *messages, struct chat_segments *out,
+                char *err, size_t errlen)
+{
+    return chat_render_tools(ct, messages, NULL, out, err, errlen);
 }
 
 static int string_field(const json_t *rec, const char *name, bool required, const json_t **out,
@@ -424,7 +559,10 @@ int chat_render_record(const struct chat_template *ct, const char *ct_err, const
     if (msgs) {
         char inner[512];
         if (!ct) return fail(err, errlen, "field \"%s\": %s", f->messages, ct_err);
-        if (chat_render(ct, msgs, out, inner, sizeof inner) != 0)
+        const json_t *tools = json_object_get(rec, "tools");
+        if (tools && !json_is_array(tools) && !json_is_null(tools))
+            return fail(err, errlen, "field \"tools\": expected an array");
+        if (chat_render_tools(ct, msgs, json_is_array(tools) ? tools : NULL, out, inner, sizeof inner) != 0)
             return fail(err, errlen, "field \"%s\"%s%s", f->messages, inner[0] == '[' ? "" : ": ", inner);
         return CHAT_MODE_CHAT;
     }

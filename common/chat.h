@@ -2,8 +2,11 @@
 // token ids with a per-token training mask. docs/tokenizer.md describes the rules for users.
 //
 // Contract:
-// - Chat templates are not interpreted (no Jinja). chat_template_init() recognises the family of
-//   a tokenizer_config.json chat_template by its markers, or takes an explicit name:
+// - chat_template_init() recognises five template families by the markers of a
+//   tokenizer_config.json chat_template and renders them with code that mirrors them (below);
+//   any other template is interpreted as Jinja (common/jinja.h, family "jinja"). An explicit
+//   name overrides detection: a family name, or "jinja" to interpret the template itself
+//   (which renders tools, tool calls and any role the template knows). The families:
 //     chatml   <|im_start|>role\ncontent<|im_end|>\n, with the default system prompt the template
 //              holds as a literal (SmolLM2), if any
 //     qwen2.5  chatml with "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
@@ -15,8 +18,19 @@
 //              Date: December 2023\nToday Date: {date}\n\n" + the first message if it is a system
 //              message (stripped), else nothing. The date is ct->date ("26 Jul 2024" by default,
 //              the date Llama-3.1's template writes; Llama-3.2's writes today's date).
-//   An unrecognised template, or none, is an error (the caller exits 65 and suggests
-//   --chat-template); tools, tool calls and roles other than system/user/assistant are errors.
+//   No template, or one outside the Jinja subset, is an error (the caller exits 65 and suggests
+//   --chat-template); with the five families, tools, tool calls and roles other than
+//   system/user/assistant are errors that point to --chat-template jinja.
+// - jinja: the template gets the variables transformers gives it: messages, tools (a record's
+//   non-empty "tools" array), add_generation_prompt, bos_token and eos_token (when
+//   chat_template_set_special named them), date_string (ct->date, which strftime_now() also
+//   formats) and enable_thinking=false with ct->thinking off. The text of an assistant
+//   message is what the template writes in the iteration of its loop over the messages that has
+//   that message as the item; of it, the part after the generation prompt (the text
+//   add_generation_prompt appends, as far as it matches) up to and including the last eos_token
+//   is trained (without an eos_token in it: up to the whitespace that ends the iteration). A
+//   template that mentions bos_token or eos_token is refused when chat_template_set_special was
+//   not called: rendering it without them would silently drop the model's special tokens.
 // - chat_render() fills segments of text, each trained or not. Trained: the content of assistant
 //   turns (with Qwen3's non-empty <think> block) and the end-of-turn token that closes them.
 //   Untrained: everything else (role headers, system and user turns, the newline after an
@@ -38,14 +52,20 @@
 
 #include "tokenizer.h"
 
-enum chat_family { CHAT_CHATML, CHAT_QWEN25, CHAT_QWEN3, CHAT_LLAMA3, CHAT_LLAMA31 };
+enum chat_family { CHAT_CHATML, CHAT_QWEN25, CHAT_QWEN3, CHAT_LLAMA3, CHAT_LLAMA31, CHAT_JINJA };
+
+struct jinja_template;
 
 struct chat_template {
     enum chat_family family;
-    const char *name;          // "chatml", "qwen2.5", "qwen3", "llama3", "llama3.1"
+    const char *name;          // "chatml", "qwen2.5", "qwen3", "llama3", "llama3.1", "jinja"
     char *default_system;      // used when the conversation has no system message; NULL: none
     bool thinking;             // qwen3 generation prompt: false appends the empty <think> block
     char date[12];             // llama3.1 "Today Date", "DD Mon YYYY"; set to CHAT_DEFAULT_DATE
+    struct jinja_template *jinja;   // the parsed template (family CHAT_JINJA), else NULL
+    char *bos_token, *eos_token;    // jinja's bos_token/eos_token; NULL: undefined
+    bool special_set;               // chat_template_set_special was called
+    bool uses_special;              // the jinja template mentions bos_token or eos_token
 };
 
 // The date Llama-3.1's template always writes and Llama-3.2's writes without strftime_now.
@@ -62,6 +82,9 @@ bool chat_template_known(const char *name);
 int chat_template_init(struct chat_template *ct, const char *text, const char *override,
                        char *err, size_t errlen);
 void chat_template_free(struct chat_template *ct);
+// Sets the bos_token/eos_token strings the jinja family's template sees (either may be NULL:
+// undefined); the tokenizer's special tokens (tokenizer_token_str of tokenizer_bos_id/eos_id).
+void chat_template_set_special(struct chat_template *ct, const char *bos, const char *eos);
 
 struct chat_segment {
     size_t off, len;           // into chat_segments.text
@@ -84,6 +107,9 @@ void chat_segments_add(struct chat_segments *s, const char *p, size_t n, bool tr
 // Renders a messages array. Returns 0, or -1 with a message naming the message and field in err.
 int chat_render(const struct chat_template *ct, const json_t *messages, struct chat_segments *out,
                 char *err, size_t errlen);
+// The same with a tools list (NULL or an empty array: none; only the jinja family takes one).
+int chat_render_tools(const struct chat_template *ct, const json_t *messages, const json_t *tools,
+                      struct chat_segments *out, char *err, size_t errlen);
 
 // Input record fields. A record holding `messages` is a conversation; else with `text` set
 // (the option was given) the text is trained whole; else `prompt` (required, untrained) and
@@ -93,7 +119,8 @@ struct chat_fields {
 };
 enum chat_mode { CHAT_MODE_PROMPT, CHAT_MODE_COMPLETION, CHAT_MODE_TEXT, CHAT_MODE_CHAT };
 
-// Renders one JSON object into segments. ct may be NULL when no template could be set up:
+// Renders one JSON object into segments; a chat record's "tools" array goes to the template.
+// ct may be NULL when no template could be set up:
 // chat records then fail with ct_err. Returns the mode, or -1 with a message naming the field.
 int chat_render_record(const struct chat_template *ct, const char *ct_err, const json_t *rec,
                        const struct chat_fields *f, struct chat_segments *out, char *err, size_t errlen);
