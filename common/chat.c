@@ -162,7 +162,7 @@ void chat_template_set_special(struct chat_template *ct, const char *bos, const 
     free(ct->eos_token);
     ct->bos_token = bos ? xstrdup(bos) : NULL;
     ct->eos_token = eos ? xstrdup(eos) : NULL;
-    ct->special_set = bos || eos;
+    ct->special_set = true;
 }
 
 void chat_template_free(struct chat_template *ct)
@@ -171,7 +171,10 @@ void chat_template_free(struct chat_template *ct)
     ct->default_system = NULL;
     jinja_free(ct->jinja);
     ct->jinja = NULL;
-    chat_template_set_special(ct, NULL, NULL);
+    free(ct->bos_token);
+    free(ct->eos_token);
+    ct->bos_token = ct->eos_token = NULL;
+    ct->special_set = false;
 }
 
 // ---------------------------------------------------------------------------------------------

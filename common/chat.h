@@ -64,7 +64,7 @@ struct chat_template {
     char date[12];             // llama3.1 "Today Date", "DD Mon YYYY"; set to CHAT_DEFAULT_DATE
     struct jinja_template *jinja;   // the parsed template (family CHAT_JINJA), else NULL
     char *bos_token, *eos_token;    // jinja's bos_token/eos_token; NULL: undefined
-    bool special_set;               // chat_template_set_special was called
+    bool special_set;               // chat_template_set_special was called (even with NULLs)
     bool uses_special;              // the jinja template mentions bos_token or eos_token
 };
 
