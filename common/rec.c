@@ -115,6 +115,19 @@ static int item_size(const unsigned char *p, size_t avail, size_t *hdr, uint64_t
     return 1;
 }
 
+// The first record does not start as a msgpack map: names the formats users feed by mistake.
+// JSON lines start with '{' (after blanks or a UTF-8 byte-order mark); gzip with 1f 8b.
+static void wrong_format(const struct rec_reader *r, const unsigned char *p, size_t n)
+{
+    size_t i = n >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n')) i++;
+    if (i < n && p[i] == '{')
+        read_fail(r, "this is JSON lines: run tokenize or from-json first (a srlm stream is msgpack)");
+    if (p[0] == 0x1f && (n < 2 || p[1] == 0x8b))
+        read_fail(r, "this is gzip-compressed data: srlm streams are read uncompressed; "
+                     "decompress it first (zcat FILE | ...)");
+}
+
 // Advances the scanner over the bytes present for the current record. Returns 1 when the record
 // is complete (its length is r->scan_pos), 0 when more input is needed. Dies on bad structure.
 static int scan_record(struct rec_reader *r)
@@ -124,8 +137,10 @@ static int scan_record(struct rec_reader *r)
     if (r->depth < 0) {                       // a new record starts here
         if (avail == 0) return 0;
         unsigned b = base[0];
-        if (!((b >= 0x80 && b <= 0x8f) || b == 0xde || b == 0xdf))
+        if (!((b >= 0x80 && b <= 0x8f) || b == 0xde || b == 0xdf)) {
+            if (r->nrec == 0) wrong_format(r, base, avail);
             read_fail(r, "malformed stream: a record must be a msgpack map (first byte 0x%02x)", b);
+        }
         r->depth = 0, r->stack[0] = 1, r->scan_pos = 0;
     }
     while (r->depth >= 0) {
