@@ -1,7 +1,8 @@
 // from-json — packs JSON lines into a srlm record stream: the reverse of to-json, and the way to
 // write a pipeline stage in jq, Python or anything else that prints JSON (docs/stream-tools.md).
 //
-// stdin (or FILE): JSON lines, one object per line (blank lines skipped).
+// stdin (or FILE): JSON lines, one object per line (blank lines skipped); gzip-compressed input
+//   (found by its magic bytes, not its name) is read through zlib.
 //   - By default, a whole stream as to-json prints it: a header line first ({"kind":"header",...}),
 //     data records, and an end line ({"kind":"end",...}) last. The header is packed unchanged.
 //     The end record's "records" count is rewritten to the number of data lines actually read, so
@@ -34,7 +35,8 @@ static void usage(void)
 {
     printf("usage: from-json [-hV] [--frame schema] [--kind kind] [--max-line-bytes n] [file]\n"
            "\n"
-           "Packs JSON lines (stdin, or file) into a srlm record stream on stdout.\n"
+           "Packs JSON lines (file, or stdin when none or \"-\"; gzip-compressed input is read through\n"
+           "zlib) into a srlm record stream on stdout.\n"
            "By default the input is a whole stream as to-json prints it (a header line first, an end\n"
            "line last); the end record's count is rewritten to the records actually read.\n"
            "\n"
@@ -166,13 +168,15 @@ int main(int argc, char **argv)
     struct opts o = parse_args(argc, argv);
     const char *name;
     FILE *fp = open_input(o.file, &name);
+    FILE *in = jsonl_gunzip(fp, name);
     struct jsonl_reader jr;
-    jsonl_open(&jr, fp, name, o.max_line);
+    jsonl_open(&jr, in, name, o.max_line);
     struct rec_writer w;
     rec_writer_open(&w, stdout);
     if (o.frame) pack_plain(&jr, &w, &o);
     else pack_framed(&jr, &w, &o);
     jsonl_close(&jr);
+    jsonl_gunzip_close(in, fp);
     close_input(fp);
     tool_exit(0);
 }

@@ -1,10 +1,15 @@
 // tokenize — turns JSON lines into srlm example records: token ids plus which tokens are trained
 // (docs/tokenizer.md, docs/stream.md).
 //
-// stdin: JSON lines, one object per line. A record holding `messages` (a chat conversation) is
-//   rendered with the tokenizer's chat template; with --text-field every token of that field is
-//   trained; otherwise `prompt` (untrained) + optional `completion` (trained). Field names are
-//   configurable; every other field is passed through unchanged.
+// stdin (or FILE): JSON lines, one object per line, read through zlib when gzip-compressed. The
+//   formats of TRL's datasets, chosen per record: a record holding `messages` (a chat
+//   conversation) is rendered with the tokenizer's chat template; with --text-field every token of
+//   that field is trained; else `prompt` (untrained) + optional `completion` (trained), both
+//   strings (standard form) or both lists of messages (conversational form: rendered through the
+//   chat template, the prompt with the generation prompt, the completion's assistant turns
+//   trained); else a `text` string (language modeling) is trained whole. The first token is never
+//   trained (nothing predicts it). Field names are configurable; every other field is passed
+//   through unchanged.
 // stdout: a srlm stream, schema "srlm.examples": a header (tokenizer_xxh3, vocab_size, eos_ids,
 //   chat_template, options), one {kind:"example", id, tokens, mask, prompt_len, ...input fields}
 //   per input line, and the end record.
@@ -23,6 +28,7 @@
 enum eos_mode { EOS_CONFIG, EOS_ON, EOS_OFF };
 
 struct opts {
+    const char *file;            // NULL or "-": stdin
     const char *tokenizer;
     const char *chat_template;   // override, or NULL: detect
     const char *date;            // llama3.1 "Today Date" (validated), or NULL: CHAT_DEFAULT_DATE
@@ -39,15 +45,21 @@ static void usage(void)
     printf("usage: tokenize [-hqvV] [--chat-template name] [--completion-field name] [--date \"DD Mon YYYY\"]\n"
            "                [--eos | --no-eos] [--max-len n] [--max-line-bytes n] [--messages-field name]\n"
            "                [--no-thinking] [--prompt-field name] [--text-field name] [--truncate left|right]\n"
-           "                --tokenizer path < in.jsonl > out.msgpack\n"
+           "                --tokenizer path [file] > out.msgpack\n"
            "\n"
-           "Tokenizes JSON lines into srlm example records (token ids + training mask).\n"
+           "Tokenizes JSON lines (file, or stdin when none or \"-\"; gzip-compressed input is read\n"
+           "through zlib) into srlm example records (token ids + training mask). Each record is one\n"
+           "of TRL's dataset formats: {\"messages\"}, {\"prompt\", \"completion\"} (strings, or\n"
+           "lists of messages rendered with the chat template), {\"prompt\"} alone (prompt-only),\n"
+           "or {\"text\"} (language modeling: every token trained).\n"
            "\n"
            "  -t, --tokenizer path       tokenizer.json, or a model directory holding it (required)\n"
            "      --prompt-field name    untrained prompt field (default \"prompt\")\n"
            "      --completion-field name trained completion field (default \"completion\");\n"
            "                             a record without it is a prompt-only record\n"
-           "      --text-field name      train on every token of this field instead\n"
+           "      --text-field name      train on every token of this field, whatever else the\n"
+           "                             record holds (default: \"text\" for records without prompt\n"
+           "                             or messages)\n"
            "      --messages-field name  chat conversation field, used when present (default \"messages\")\n"
            "      --chat-template name   chatml, qwen2.5, qwen3, llama3 or llama3.1 (default: detected\n"
            "                             from tokenizer_config.json)\n"
@@ -120,7 +132,8 @@ static struct opts parse_args(int argc, char **argv)
         default: usage_error("unknown option '%s'", argv[optind - 1]);
         }
     }
-    if (optind < argc) usage_error("unexpected operand '%s' (input is read from stdin)", argv[optind]);
+    if (argc - optind > 1) usage_error("too many operands (one input file at most)");
+    if (optind < argc) o.file = argv[optind];
     if (!o.tokenizer) usage_error("--tokenizer is required");
     return o;
 }
@@ -191,6 +204,117 @@ static void example_id(const struct jsonl_reader *jr, const json_t *rec, char *o
     free(canon);
 }
 
+// ---------------------------------------------------------------------------------------------
+// records: TRL's dataset formats
+
+// TRL's language-modeling field, read when --text-field is not given and a record has neither
+// messages nor a prompt.
+#define TEXT_FIELD "text"
+
+struct bufs {
+    struct chat_segments seg;    // what is encoded
+    struct chat_segments prompt, full;   // conversational renders
+};
+
+static _Noreturn void field_fail(const struct jsonl_reader *jr, const char *field, const char *inner)
+{
+    jsonl_fail(jr, "field \"%s\"%s%s", field, inner[0] == '[' ? "" : ": ", inner);
+}
+
+// out = f's text, untrained before byte `upto` and with f's flags from there on.
+static void untrain_prefix(const struct chat_segments *f, size_t upto, struct chat_segments *out)
+{
+    chat_segments_clear(out);
+    chat_segments_add(out, f->text, upto, false);
+    for (size_t i = 0; i < f->n; i++) {
+        size_t a = f->seg[i].off, b = a + f->seg[i].len;
+        if (b <= upto) continue;
+        if (a < upto) a = upto;
+        chat_segments_add(out, f->text + a, b - a, f->seg[i].trained);
+    }
+}
+
+static bool last_is_assistant(const json_t *msgs)
+{
+    const json_t *role = json_object_get(json_array_get(msgs, json_array_size(msgs) - 1), "role");
+    return json_is_string(role) && strcmp(json_string_value(role), "assistant") == 0;
+}
+
+// TRL's conversational prompt-only / prompt-completion record, as TRL's SFT tokenizes it: the
+// prompt rendered with the generation prompt is untrained; the completion's messages are
+// appended, the whole conversation rendered, and what follows the prompt keeps the chat mask
+// (assistant content and its end-of-turn token). The prompt's render must be a prefix of the
+// whole one (TRL checks the same), else the completion's tokens cannot be told apart.
+static void render_conversational(const struct run *r, const struct jsonl_reader *jr, const json_t *prompt,
+                                  const json_t *completion, struct bufs *b)
+{
+    const char *pf = r->o.fields.prompt, *cf = r->o.fields.completion;
+    char inner[512];
+    if (!r->ct_ok) jsonl_fail(jr, "field \"%s\": %s", pf, r->ct_err);
+    if (chat_render(&r->ct, prompt, &b->prompt, inner, sizeof inner) != 0) field_fail(jr, pf, inner);
+    if (!completion) {                        // prompt-only: nothing trained
+        untrain_prefix(&b->prompt, b->prompt.len, &b->seg);
+        b->seg.prompt_only = true;
+        return;
+    }
+    if (!json_is_array(completion))
+        jsonl_fail(jr, "field \"%s\": expected a list of messages, as field \"%s\" is (TRL's conversational "
+                       "form), got a %s", cf, pf, json_is_string(completion) ? "string" : "non-list");
+    if (chat_render(&r->ct, completion, &b->full, inner, sizeof inner) != 0) field_fail(jr, cf, inner);
+    if (!last_is_assistant(completion))
+        jsonl_fail(jr, "field \"%s\": the last message must be from the assistant (it is what is trained)", cf);
+    json_t *all = json_copy((json_t *)prompt);
+    json_array_extend(all, (json_t *)completion);
+    int rc = chat_render(&r->ct, all, &b->full, inner, sizeof inner);
+    json_decref(all);
+    if (rc != 0) field_fail(jr, cf, inner);
+    if (b->full.len < b->prompt.len || memcmp(b->full.text, b->prompt.text, b->prompt.len) != 0)
+        jsonl_fail(jr, "the chat template (%s) renders field \"%s\" differently when field \"%s\" follows it, "
+                       "so the completion's tokens cannot be told apart", r->ct.name, pf, cf);
+    untrain_prefix(&b->full, b->prompt.len, &b->seg);
+}
+
+// Renders one record into b->seg; returns its chat_mode.
+static int render_record(const struct run *r, const struct jsonl_reader *jr, const json_t *rec, struct bufs *b)
+{
+    const struct chat_fields *f = &r->o.fields;
+    const json_t *prompt = json_object_get(rec, f->prompt), *completion = json_object_get(rec, f->completion);
+    char err[700];
+    if (!f->text && !json_object_get(rec, f->messages)) {
+        if (json_is_array(prompt)) {
+            render_conversational(r, jr, prompt, completion, b);
+            return CHAT_MODE_CHAT;
+        }
+        if (json_is_string(prompt) && json_is_array(completion))
+            jsonl_fail(jr, "field \"%s\" is a string but field \"%s\" a list of messages: TRL's formats "
+                           "take both as strings (standard) or both as lists (conversational)", f->prompt, f->completion);
+        if (!prompt && json_object_get(rec, TEXT_FIELD)) {   // TRL's language modeling
+            struct chat_fields lm = *f;
+            lm.text = TEXT_FIELD;
+            int mode = chat_render_record(NULL, r->ct_err, rec, &lm, &b->seg, err, sizeof err);
+            if (mode < 0) jsonl_fail(jr, "%s", err);
+            return mode;
+        }
+        if (!prompt)
+            jsonl_fail(jr, "missing field \"%s\": expected one of TRL's dataset formats, a record with \"%s\", "
+                           "\"%s\" (+ \"%s\") or \"%s\" (see --messages-field, --prompt-field, --text-field)",
+                       f->prompt, f->messages, f->prompt, f->completion, TEXT_FIELD);
+    }
+    int mode = chat_render_record(r->ct_ok ? &r->ct : NULL, r->ct_err, rec, f, &b->seg, err, sizeof err);
+    if (mode < 0) jsonl_fail(jr, "%s", err);
+    return mode;
+}
+
+// Nothing predicts the first token, so it is never a training target (the consumers refuse
+// mask[0] = 1): text or a completion with no BOS before it, an empty prompt, a left truncation.
+static void untrain_first(struct chat_tokens *x)
+{
+    if (x->ids.n == 0 || !x->mask[0]) return;
+    x->mask[0] = 0;
+    x->prompt_len = 1;
+    while (x->prompt_len < x->ids.n && !x->mask[x->prompt_len]) x->prompt_len++;
+}
+
 static const char *const OWN_KEYS[] = { "kind", "id", "tokens", "mask", "prompt_len" };
 
 static void pack_example(struct rec_writer *w, const json_t *rec, const char *id, const struct chat_tokens *x)
@@ -228,23 +352,26 @@ int main(int argc, char **argv)
     struct rec_writer w;
     rec_writer_open(&w, stdout);
     rec_write_header(&w, "srlm.examples", NULL, 5, pack_header_fields, &r);
+    const char *name;
+    FILE *fp = open_input(r.o.file, &name);
+    FILE *in = jsonl_gunzip(fp, name);
     struct jsonl_reader jr;
-    jsonl_open(&jr, stdin, "<stdin>", r.o.max_line);
-    struct chat_segments seg = { 0 };
+    jsonl_open(&jr, in, name, r.o.max_line);
+    struct bufs b = { 0 };
     struct chat_tokens x = { 0 };
     size_t ntrunc = 0, ntokens = 0;
     char err[700], id[512];
     json_t *rec;
     while ((rec = jsonl_next(&jr))) {
-        int mode = chat_render_record(r.ct_ok ? &r.ct : NULL, r.ct_err, rec, &r.o.fields, &seg, err, sizeof err);
-        if (mode < 0) jsonl_fail(&jr, "%s", err);
+        int mode = render_record(&r, &jr, rec, &b);
         if (!json_pack_check_members(rec, err, sizeof err)) jsonl_fail(&jr, "%s", err);
         bool plain = mode != CHAT_MODE_CHAT;   // chat templates write their own BOS
         int32_t eos = mode == CHAT_MODE_COMPLETION || mode == CHAT_MODE_TEXT ? r.eos : -1;
         size_t bad;
-        if (chat_encode(r.tok, &seg, plain, eos, &x, &bad) != 0)
+        if (chat_encode(r.tok, &b.seg, plain, eos, &x, &bad) != 0)
             jsonl_fail(&jr, "invalid UTF-8 at byte %zu of the rendered text", bad);
         if (r.o.max_len && chat_tokens_truncate(&x, r.o.max_len, r.o.truncate)) ntrunc++;
+        untrain_first(&x);
         ntokens += x.ids.n;
         example_id(&jr, rec, id, sizeof id);
         pack_example(&w, rec, id, &x);
@@ -255,7 +382,11 @@ int main(int argc, char **argv)
                          r.o.max_len, r.o.truncate == CHAT_TRUNCATE_LEFT ? "left" : "right");
     log_debug("records=%zu tokens=%zu", w.ndata, ntokens);
     jsonl_close(&jr);
-    chat_segments_free(&seg);
+    jsonl_gunzip_close(in, fp);
+    close_input(fp);
+    chat_segments_free(&b.seg);
+    chat_segments_free(&b.prompt);
+    chat_segments_free(&b.full);
     chat_tokens_free(&x);
     chat_template_free(&r.ct);
     tokenizer_delete(r.tok);

@@ -94,7 +94,8 @@ expect_rc 0 "--max-len right" -- tokenize --tokenizer "$TINY" --max-len 4 <"$TMP
 expect_eq "$(field tokens)$(field mask)" '"tokens":[12,5,4,6]"mask":[0,0,1,1]' "--truncate right keeps the start"
 expect_err "records=3 truncated=2" "truncated records are counted"
 expect_rc 0 "--max-len left" -- tokenize --tokenizer "$TINY" --max-len 3 --truncate left <"$TMP/long.jsonl"
-expect_eq "$(field tokens)$(field prompt_len)" '"tokens":[4,5,13]"prompt_len":0' "--truncate left keeps the end"
+expect_eq "$(field tokens)$(field mask)$(field prompt_len)" '"tokens":[4,5,13]"mask":[0,1,1]"prompt_len":1' \
+    "--truncate left keeps the end; its first token is not trained (nothing predicts it)"
 
 # --- bad input
 printf '%s\n' '{"prompt":"a"}' '{"prompt": nope}' >"$TMP/bad.jsonl"
