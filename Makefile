@@ -120,3 +120,72 @@ clean:
 .PHONY: all deps tests check asan fuzz fuzz-build study bench clean
 .DELETE_ON_ERROR:
 .SECONDARY:
+
+# ---------------------------------------------------------------------------------------------
+# Installation (docs/install.md): make install [PREFIX=/usr/local] [DESTDIR=staging root]
+#   $(BINDIR)/srlm                  the front command (scripts/srlm): srlm TOOL|PIPELINE ARGS...
+#   $(BINDIR)/srlm-<tool>           each tool under a name that collides with nothing on PATH
+#   $(SRLMDIR)/bin/<tool>           the tools under their own names, as in a checkout's bin/
+#   $(SRLMDIR)/pipelines/<name>.sh  the pipelines (they find the tools in ../bin, or on the PATH
+#                                   that srlm sets), and $(SRLMDIR)/examples -> the examples
+#   $(DATADIR)/srlm/examples/       examples/ (the study's task models and tokenizer)
+#   $(MANDIR)/man1/                 srlm.1 and srlm-<tool>.1, from --help by help2man (make man)
+#   $(COMPLETIONSDIR)/              bash completion: srlm, and srlm-<tool> -> srlm (make completion)
+#   $(DOCDIR)/                      README.md and docs/*.md
+# $(SRLMDIR)/MANIFEST lists the files installed outside $(SRLMDIR), for make uninstall.
+PREFIX         ?= /usr/local
+BINDIR         ?= $(PREFIX)/bin
+LIBEXECDIR     ?= $(PREFIX)/libexec
+DATADIR        ?= $(PREFIX)/share
+MANDIR         ?= $(DATADIR)/man
+DOCDIR         ?= $(DATADIR)/doc/srlm
+COMPLETIONSDIR ?= $(DATADIR)/bash-completion/completions
+SRLMDIR         = $(LIBEXECDIR)/srlm
+INSTALL        ?= install
+MANPAGES        = build/man/srlm.1 $(TOOLS:%=build/man/srlm-%.1)
+OUTSIDE         = $(BINDIR)/srlm $(TOOLS:%=$(BINDIR)/srlm-%) $(MANDIR)/man1/srlm.1 \
+                  $(TOOLS:%=$(MANDIR)/man1/srlm-%.1) $(COMPLETIONSDIR)/srlm $(TOOLS:%=$(COMPLETIONSDIR)/srlm-%)
+
+man: $(MANPAGES)
+build/man/srlm-%.1: bin/% scripts/mkman.sh
+	@mkdir -p $(@D)
+	scripts/mkman.sh $< srlm-$* $@
+build/man/srlm.1: scripts/srlm scripts/mkman.sh bin/to-json
+	@mkdir -p $(@D)
+	scripts/mkman.sh scripts/srlm srlm $@
+
+completion: build/completion/srlm
+build/completion/srlm: $(BIN) $(wildcard pipelines/*.sh) scripts/mkcompletion.sh
+	@mkdir -p $(@D)
+	scripts/mkcompletion.sh $@
+
+install: all man completion
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SRLMDIR)/bin $(DESTDIR)$(SRLMDIR)/pipelines \
+	    $(DESTDIR)$(DATADIR)/srlm/examples $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR)/docs \
+	    $(DESTDIR)$(COMPLETIONSDIR)
+	$(INSTALL) -m 755 $(BIN) $(DESTDIR)$(SRLMDIR)/bin/
+	$(INSTALL) -m 755 $(wildcard pipelines/*.sh) $(DESTDIR)$(SRLMDIR)/pipelines/
+	cd examples && find . -type f | while read -r f; do \
+	    $(INSTALL) -D -m $$(test -x "$$f" && echo 755 || echo 644) "$$f" "$(DESTDIR)$(DATADIR)/srlm/examples/$$f" || exit 1; done
+	ln -sfn $(DATADIR)/srlm/examples $(DESTDIR)$(SRLMDIR)/examples
+	sed 's|@SRLM_LIBEXEC@|$(SRLMDIR)|' scripts/srlm >$(DESTDIR)$(BINDIR)/srlm.tmp
+	chmod 755 $(DESTDIR)$(BINDIR)/srlm.tmp && mv $(DESTDIR)$(BINDIR)/srlm.tmp $(DESTDIR)$(BINDIR)/srlm
+	for t in $(TOOLS); do \
+	    printf '#!/bin/sh\n# srlm-%s: the srlm tool %s (srlm %s does the same)\nexec "%s" "$$@"\n' \
+	        $$t $$t $$t "$(SRLMDIR)/bin/$$t" >$(DESTDIR)$(BINDIR)/srlm-$$t && chmod 755 $(DESTDIR)$(BINDIR)/srlm-$$t || exit 1; done
+	$(INSTALL) -m 644 $(MANPAGES) $(DESTDIR)$(MANDIR)/man1/
+	$(INSTALL) -m 644 build/completion/srlm $(DESTDIR)$(COMPLETIONSDIR)/srlm
+	for t in $(TOOLS); do ln -sfn srlm $(DESTDIR)$(COMPLETIONSDIR)/srlm-$$t || exit 1; done
+	$(INSTALL) -m 644 README.md $(DESTDIR)$(DOCDIR)/
+	$(INSTALL) -m 644 $(wildcard docs/*.md) $(DESTDIR)$(DOCDIR)/docs/
+	printf '%s\n' $(OUTSIDE) >$(DESTDIR)$(SRLMDIR)/MANIFEST
+
+# Removes what install wrote: the files MANIFEST lists (tools since removed from the source
+# included), those of the current tools, and srlm's own directories.
+uninstall:
+	if [ -f $(DESTDIR)$(SRLMDIR)/MANIFEST ]; then \
+	    while read -r f; do rm -f "$(DESTDIR)$$f"; done <$(DESTDIR)$(SRLMDIR)/MANIFEST; fi
+	rm -f $(OUTSIDE:%=$(DESTDIR)%)
+	rm -rf $(DESTDIR)$(SRLMDIR) $(DESTDIR)$(DATADIR)/srlm $(DESTDIR)$(DOCDIR)
+
+.PHONY: man completion install uninstall
