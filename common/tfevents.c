@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,6 +221,51 @@ void tfevents_scalar(struct tfevents *tf, const char *tag, long long step, doubl
     put_len(&tf->value, 1, tag, strlen(tag));
     put_float(&tf->value, 2, value);
     put_len(&tf->summary, 1, tf->value.p, tf->value.n);
+}
+
+static bool skipped(const msgpack_object_str *key, const char *const *skip)
+{
+    for (; skip && *skip; skip++)
+        if (strlen(*skip) == key->size && memcmp(*skip, key->ptr, key->size) == 0) return true;
+    return false;
+}
+
+// The map's numbers under the tag path->p[0..path->n) (a NUL-terminated prefix).
+static void map_scalars(struct tfevents *tf, struct buf *path, const msgpack_object *map,
+                        const char *const *skip, long long step, double wall_time)
+{
+    size_t base = path->n;
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key, *v = &map->via.map.ptr[i].val;
+        if (k->type != MSGPACK_OBJECT_STR || skipped(&k->via.str, skip)) continue;
+        path->n = base;
+        buf_put(path, k->via.str.ptr, k->via.str.size);
+        buf_put(path, "", 1);
+        path->n--;
+        switch (v->type) {
+        case MSGPACK_OBJECT_POSITIVE_INTEGER: tfevents_scalar(tf, (char *)path->p, step, wall_time, (float)v->via.u64); break;
+        case MSGPACK_OBJECT_NEGATIVE_INTEGER: tfevents_scalar(tf, (char *)path->p, step, wall_time, (float)v->via.i64); break;
+        case MSGPACK_OBJECT_FLOAT32:
+        case MSGPACK_OBJECT_FLOAT64: tfevents_scalar(tf, (char *)path->p, step, wall_time, (float)v->via.f64); break;
+        case MSGPACK_OBJECT_BOOLEAN: tfevents_scalar(tf, (char *)path->p, step, wall_time, v->via.boolean ? 1.0f : 0.0f); break;
+        case MSGPACK_OBJECT_MAP:
+            buf_put(path, "/", 1);
+            map_scalars(tf, path, v, NULL, step, wall_time);
+            break;
+        default: break;
+        }
+    }
+    path->n = base;
+}
+
+void tfevents_map(struct tfevents *tf, const char *prefix, const msgpack_object *map,
+                  const char *const *skip, long long step, double wall_time)
+{
+    if (map->type != MSGPACK_OBJECT_MAP) return;
+    struct buf path = {0};
+    buf_put(&path, prefix, strlen(prefix));
+    map_scalars(tf, &path, map, skip, step, wall_time);
+    free(path.p);
 }
 
 void tfevents_flush(struct tfevents *tf)

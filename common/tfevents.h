@@ -36,6 +36,12 @@
 //   sees every step up to now: call it once per training step, after that step's scalars.
 // - tfevents_close(tf) flushes, closes and frees; NULL is a no-op.
 // - Write, flush and close errors exit 74 with "<tool>: write <path>: <strerror>".
+// - tfevents_map(tf, prefix, map, skip, step, wall_time) adds every number of a msgpack map (a
+//   metrics record) as a scalar: tag = prefix + key, nested maps flattened with '/' (prefix
+//   "train/", {"rewards": {"format": {"mean": 0.5}}} -> "train/rewards/format/mean"); integers,
+//   floats and booleans (1/0) become float32; strings, nil, arrays, binaries and extensions are
+//   skipped, and so are the top-level keys listed in skip (NULL-terminated, may be NULL), e.g.
+//   "kind" and "step". Keys that are not strings are skipped. The map is BORROWED.
 // - tfevents_path(tf) is the file's path (owned by tf).
 // - wall_time is seconds since the Unix epoch; tfevents_wall_time() gives the current one
 //   (CLOCK_REALTIME with nanoseconds).
@@ -45,6 +51,7 @@
 #ifndef SRLM_TFEVENTS_H
 #define SRLM_TFEVENTS_H
 
+#include <msgpack.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,6 +59,8 @@ struct tfevents;
 
 struct tfevents *tfevents_open(const char *dir);
 void tfevents_scalar(struct tfevents *tf, const char *tag, long long step, double wall_time, float value);
+void tfevents_map(struct tfevents *tf, const char *prefix, const msgpack_object *map,
+                  const char *const *skip, long long step, double wall_time);
 void tfevents_flush(struct tfevents *tf);
 void tfevents_close(struct tfevents *tf);
 const char *tfevents_path(const struct tfevents *tf);

@@ -1,6 +1,7 @@
 // test-tfevents.c — common/tfevents.c: CRC-32C against the published check value and the
 // RFC 3720 (iSCSI) vectors, protobuf varints against hand-encoded bytes, and a written file's
-// records byte for byte against an Event encoded by hand from event.proto/summary.proto.
+// records byte for byte against an Event encoded by hand from event.proto/summary.proto, and
+// tfevents_map against the tfevents_scalar calls it stands for.
 //
 // With --write DIR it is the driver of tests/cli/tfevents.sh: it reads lines
 // "step wall_time tag value" from stdin, writes them with tfevents_scalar (flushing when the step
@@ -146,6 +147,83 @@ static void test_file(void)
     free(saved);
 }
 
+// The bytes of f after its first (file_version) record, which holds the time of opening.
+static unsigned char *after_first(const char *path, size_t *n)
+{
+    size_t size, pos = 0, len;
+    unsigned char *f = slurp(path, &size);
+    record(f, size, &pos, &len);
+    *n = size - pos;
+    memmove(f, f + pos, *n);
+    return f;
+}
+
+static void pack_str(msgpack_packer *pk, const char *s)
+{
+    msgpack_pack_str(pk, strlen(s));
+    msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+// tfevents_map writes the same records as the tfevents_scalar calls it stands for.
+static void test_map(void)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 13);
+    pack_str(&pk, "kind"); pack_str(&pk, "metrics");
+    pack_str(&pk, "step"); msgpack_pack_int(&pk, 7);
+    pack_str(&pk, "loss"); msgpack_pack_double(&pk, 2.5);
+    pack_str(&pk, "learning_rate"); msgpack_pack_double(&pk, 1e-4);
+    pack_str(&pk, "tokens"); msgpack_pack_uint64(&pk, 123);
+    pack_str(&pk, "neg"); msgpack_pack_int(&pk, -3);
+    pack_str(&pk, "ok"); msgpack_pack_true(&pk);
+    pack_str(&pk, "f32"); msgpack_pack_float(&pk, 0.75f);
+    pack_str(&pk, "name"); pack_str(&pk, "x");
+    pack_str(&pk, "arr"); msgpack_pack_array(&pk, 1); msgpack_pack_int(&pk, 1);
+    pack_str(&pk, "nil"); msgpack_pack_nil(&pk);
+    pack_str(&pk, "rewards"); msgpack_pack_map(&pk, 2);
+        pack_str(&pk, "format"); msgpack_pack_map(&pk, 2);
+            pack_str(&pk, "mean"); msgpack_pack_double(&pk, 0.5);
+            pack_str(&pk, "std"); msgpack_pack_double(&pk, 0.25);
+        pack_str(&pk, "correct"); msgpack_pack_map(&pk, 1);
+            pack_str(&pk, "mean"); msgpack_pack_int(&pk, 1);
+    msgpack_pack_int(&pk, 5); msgpack_pack_double(&pk, 1.0);      // a key that is not a string
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    CHECK(msgpack_unpack_next(&u, sb.data, sb.size, NULL) == MSGPACK_UNPACK_SUCCESS);
+
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/map", top);
+    struct tfevents *a = tfevents_open(dir), *b = tfevents_open(dir);
+    char *pa = xstrdup(tfevents_path(a)), *pb = xstrdup(tfevents_path(b));
+    static const char *const skip[] = {"kind", "step", NULL};
+    tfevents_map(a, "train/", &u.data, skip, 7, 100.0);
+    tfevents_flush(a);
+    tfevents_map(a, "", &u.data, NULL, 8, 101.0);        // no prefix, nothing skipped
+    static const struct { const char *tag; float v; } want[] = {
+        {"train/loss", 2.5f}, {"train/learning_rate", 1e-4f}, {"train/tokens", 123}, {"train/neg", -3},
+        {"train/ok", 1}, {"train/f32", 0.75f}, {"train/rewards/format/mean", 0.5f},
+        {"train/rewards/format/std", 0.25f}, {"train/rewards/correct/mean", 1},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) tfevents_scalar(b, want[i].tag, 7, 100.0, want[i].v);
+    tfevents_flush(b);
+    tfevents_scalar(b, "step", 8, 101.0, 7);
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) tfevents_scalar(b, want[i].tag + 6, 8, 101.0, want[i].v);
+    tfevents_close(a);
+    tfevents_close(b);
+    size_t na, nb;
+    unsigned char *fa = after_first(pa, &na), *fb = after_first(pb, &nb);
+    CHECK(na > 0 && na == nb && memcmp(fa, fb, na) == 0);
+    free(fa);
+    free(fb);
+    free(pa);
+    free(pb);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 // --write DIR: the driver for tests/cli/tfevents.sh.
 static int write_mode(const char *dir)
 {
@@ -176,6 +254,7 @@ int main(int argc, char **argv)
     test_crc32c();
     test_varint();
     test_file();
+    test_map();
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", top);
     if (system(cmd) != 0) fprintf(stderr, "test-tfevents: could not remove %s\n", top);
