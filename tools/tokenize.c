@@ -180,6 +180,11 @@ static void setup(struct run *r)
     r->ct_ok = chat_template_init(&r->ct, tokenizer_chat_template(r->tok), r->o.chat_template,
                                   r->ct_err, sizeof r->ct_err) == 0;
     r->ct.thinking = r->o.thinking;
+    // the jinja family's bos_token/eos_token: the tokenizer's own (as transformers passes them)
+    int32_t bos_id = tokenizer_bos_id(r->tok), eos_id = tokenizer_eos_id(r->tok);
+    if (r->ct_ok)
+        chat_template_set_special(&r->ct, bos_id >= 0 ? tokenizer_token_str(r->tok, bos_id) : NULL,
+                                  eos_id >= 0 ? tokenizer_token_str(r->tok, eos_id) : NULL);
     if (r->o.date) snprintf(r->ct.date, sizeof r->ct.date, "%s", r->o.date);
     // By default a trained completion ends with EOS whenever the tokenizer names one (as TRL's
     // SFT does for prompt/completion data): a model fine-tuned without it never learns to stop.
@@ -245,13 +250,16 @@ static bool last_is_assistant(const json_t *msgs)
 // appended, the whole conversation rendered, and what follows the prompt keeps the chat mask
 // (assistant content and its end-of-turn token). The prompt's render must be a prefix of the
 // whole one (TRL checks the same), else the completion's tokens cannot be told apart.
-static void render_conversational(const struct run *r, const struct jsonl_reader *jr, const json_t *prompt,
-                                  const json_t *completion, struct bufs *b)
+static void render_conversational(const struct run *r, const struct jsonl_reader *jr, const json_t *rec,
+                                  const json_t *prompt, const json_t *completion, struct bufs *b)
 {
     const char *pf = r->o.fields.prompt, *cf = r->o.fields.completion;
+    const json_t *tools = json_object_get(rec, "tools");   // TRL passes a record's tools to the template
     char inner[512];
     if (!r->ct_ok) jsonl_fail(jr, "field \"%s\": %s", pf, r->ct_err);
-    if (chat_render(&r->ct, prompt, &b->prompt, inner, sizeof inner) != 0) field_fail(jr, pf, inner);
+    if (tools && !json_is_array(tools) && !json_is_null(tools)) jsonl_fail(jr, "field \"tools\": expected an array");
+    if (!json_is_array(tools)) tools = NULL;
+    if (chat_render_tools(&r->ct, prompt, tools, &b->prompt, inner, sizeof inner) != 0) field_fail(jr, pf, inner);
     if (!completion) {                        // prompt-only: nothing trained
         untrain_prefix(&b->prompt, b->prompt.len, &b->seg);
         b->seg.prompt_only = true;
@@ -260,14 +268,14 @@ static void render_conversational(const struct run *r, const struct jsonl_reader
     if (!json_is_array(completion))
         jsonl_fail(jr, "field \"%s\": expected a list of messages, as field \"%s\" is (TRL's conversational "
                        "form), got a %s", cf, pf, json_is_string(completion) ? "string" : "non-list");
-    if (chat_render(&r->ct, completion, &b->full, inner, sizeof inner) != 0) field_fail(jr, cf, inner);
     if (!last_is_assistant(completion))
         jsonl_fail(jr, "field \"%s\": the last message must be from the assistant (it is what is trained)", cf);
     json_t *all = json_copy((json_t *)prompt);
     json_array_extend(all, (json_t *)completion);
-    int rc = chat_render(&r->ct, all, &b->full, inner, sizeof inner);
+    int rc = chat_render_tools(&r->ct, all, tools, &b->full, inner, sizeof inner);
     json_decref(all);
-    if (rc != 0) field_fail(jr, cf, inner);
+    if (rc != 0)   // message indices count the prompt's messages first
+        jsonl_fail(jr, "fields \"%s\" + \"%s\" as one conversation%s%s", pf, cf, inner[0] == '[' ? "" : ": ", inner);
     if (b->full.len < b->prompt.len || memcmp(b->full.text, b->prompt.text, b->prompt.len) != 0)
         jsonl_fail(jr, "the chat template (%s) renders field \"%s\" differently when field \"%s\" follows it, "
                        "so the completion's tokens cannot be told apart", r->ct.name, pf, cf);
@@ -282,7 +290,7 @@ static int render_record(const struct run *r, const struct jsonl_reader *jr, con
     char err[700];
     if (!f->text && !json_object_get(rec, f->messages)) {
         if (json_is_array(prompt)) {
-            render_conversational(r, jr, prompt, completion, b);
+            render_conversational(r, jr, rec, prompt, completion, b);
             return CHAT_MODE_CHAT;
         }
         if (json_is_string(prompt) && json_is_array(completion))

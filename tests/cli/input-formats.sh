@@ -166,7 +166,15 @@ expect_err "both as strings (standard) or both as lists (conversational)" "mixed
 expect_rc 65 "completion that ends with a user turn" -- tokenize --tokenizer "$Q" <<<'{"prompt":[{"role":"user","content":"a"}],"completion":[{"role":"user","content":"b"}]}'
 expect_err "the last message must be from the assistant" "completion's last message"
 expect_rc 65 "bad message in the completion" -- tokenize --tokenizer "$Q" <<<'{"prompt":[{"role":"user","content":"a"}],"completion":[{"role":"assistant","content":3}]}'
-expect_err 'field "completion"[0]' "the completion's message is named"
+expect_err 'fields "prompt" + "completion" as one conversation[1]: "content" must be a string' "the completion's message is named"
+# a record's tools go to the template, as TRL passes them: the named families refuse them, the
+# jinja family renders them (conversational prompt-completion)
+echo '{"prompt":[{"role":"user","content":"a"}],"completion":[{"role":"assistant","content":"b"}],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}]}' >tools.jsonl
+expect_rc 65 "tools with a named family" -- tokenize --tokenizer "$Q" tools.jsonl
+expect_err "tools are not supported by the qwen3 renderer" "tools refusal names the renderer"
+expect_rc 0 "tools with --chat-template jinja" -- tokenize --tokenizer "$Q" --chat-template jinja tools.jsonl
+expect_eq "$(py 'sum(r["mask"][:r["prompt_len"]]) == 0 and sum(r["mask"]) > 0, "f" in json.dumps(r["tools"])' <(data "$TMP/out"))" \
+    "True True" "jinja + tools: the prompt untrained, the completion trained"
 expect_rc 65 "no known field" -- tokenize --tokenizer "$Q" <<<'{"question":"a"}'
 expect_err 'missing field "prompt"' "no known field message"
 expect_err "TRL" "no known field names the formats"
