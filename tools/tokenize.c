@@ -61,8 +61,9 @@ static void usage(void)
            "                             record holds (default: \"text\" for records without prompt\n"
            "                             or messages)\n"
            "      --messages-field name  chat conversation field, used when present (default \"messages\")\n"
-           "      --chat-template name   chatml, qwen2.5, qwen3, llama3 or llama3.1 (default: detected\n"
-           "                             from tokenizer_config.json)\n"
+           "      --chat-template name   chatml, qwen2.5, qwen3, llama3, llama3.1, or jinja to interpret\n"
+           "                             the template itself (default: detected from\n"
+           "                             tokenizer_config.json)\n"
            "      --date \"DD Mon YYYY\"   llama3.1: the system block's \"Today Date\" (default \"%s\")\n"
            "      --no-thinking          qwen3: generation prompts end with an empty <think> block\n"
            "      --eos, --no-eos        append (or not) the EOS token after a completion or text\n"
@@ -106,7 +107,7 @@ static struct opts parse_args(int argc, char **argv)
         case O_TEXT: o.fields.text = optarg; break;
         case O_MESSAGES: o.fields.messages = optarg; break;
         case O_TEMPLATE:
-            if (!chat_template_known(optarg)) usage_error("--chat-template: unknown template \"%s\" (chatml, qwen2.5, qwen3, llama3, llama3.1)", optarg);
+            if (!chat_template_known(optarg)) usage_error("--chat-template: unknown template \"%s\" (chatml, qwen2.5, qwen3, llama3, llama3.1, jinja)", optarg);
             o.chat_template = optarg;
             break;
         case O_DATE:

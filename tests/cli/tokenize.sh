@@ -24,7 +24,8 @@ expect_rc 64 "bad --max-len" -- tokenize --tokenizer "$TINY" --max-len abc
 grep -q 'invalid number' "$TMP/err" && ok || bad "bad --max-len message"
 expect_rc 64 "--max-len 0" -- tokenize --tokenizer "$TINY" --max-len 0
 expect_rc 64 "bad --truncate" -- tokenize --tokenizer "$TINY" --truncate middle
-expect_rc 64 "bad --chat-template" -- tokenize --tokenizer "$TINY" --chat-template jinja
+expect_rc 64 "bad --chat-template" -- tokenize --tokenizer "$TINY" --chat-template jinja2
+expect_err "llama3.1, jinja)" "bad --chat-template lists the names"
 expect_rc 64 "--eos with --no-eos" -- tokenize --tokenizer "$TINY" --eos --no-eos
 for d in "5 Jul 2024" "26 jul 2024" "26 July 2024" "31 Apr 2024" "29 Feb 2025" "00 Jan 2024" "2024-07-26" ""; do
     expect_rc 64 "--date '$d'" -- tokenize --tokenizer "$TINY" --date "$d" </dev/null
