@@ -68,14 +68,42 @@ struct trie {
     bool first[256];          // bytes that can start a match
 };
 
-enum pretok_kind { PRETOK_SPLIT, PRETOK_DIGITS, PRETOK_BYTELEVEL };
+enum pretok_kind { PRETOK_SPLIT, PRETOK_DIGITS, PRETOK_BYTELEVEL, PRETOK_METASPACE };
+// How a Split keeps its matches (normalizer.rs SplitDelimiterBehavior; Contiguous is refused).
+enum split_behavior { SPLIT_ISOLATED, SPLIT_REMOVED, SPLIT_MERGED_PREV, SPLIT_MERGED_NEXT };
+enum prepend_scheme { PREPEND_ALWAYS, PREPEND_FIRST, PREPEND_NEVER };
 struct pretok {
     enum pretok_kind kind;
-    pcre2_code *re;               // SPLIT, or BYTELEVEL with use_regex
+    pcre2_code *re;               // SPLIT, BYTELEVEL with use_regex, METASPACE with split
     pcre2_match_data *md;         // one per step: steps nest
     bool jit;                     // JIT-compiled: call pcre2_jit_match directly (less overhead)
+    enum split_behavior behavior; // SPLIT (METASPACE splits MergedWithNext)
     bool individual_digits;       // DIGITS
     bool add_prefix_space;        // BYTELEVEL
+    char rep[8];                  // METASPACE: the replacement character (UTF-8) ...
+    size_t rep_len;
+    enum prepend_scheme prepend;  // ... and when it is prepended
+    char *buf;                    // METASPACE: the piece with spaces replaced (one per step)
+    size_t buf_cap;
+};
+
+// Normalizer steps, applied in order (normalizers/{unicode,prepend,replace}.rs).
+enum norm_kind { NORM_NFC, NORM_PREPEND, NORM_REPLACE };
+struct norm_step {
+    enum norm_kind kind;
+    char *pat, *rep;              // PREPEND: pat is the prefix; REPLACE: every pat becomes rep
+    size_t npat, nrep;
+};
+
+// Decoder steps of a character-level (SentencePiece-style) tokenizer, applied in order to the
+// list of token strings (decoders/{replace,byte_fallback,fuse,strip}.rs, metaspace.rs).
+enum dec_kind { DEC_REPLACE, DEC_BYTEFALLBACK, DEC_FUSE, DEC_STRIP, DEC_METASPACE };
+struct dec_step {
+    enum dec_kind kind;
+    char *pat, *rep;              // REPLACE; STRIP / METASPACE: pat is the character
+    size_t npat, nrep;
+    size_t start, stop;           // STRIP: at most this many pat characters cut at each end
+    bool strip_first;             // METASPACE: the first token loses its replacement characters
 };
 
 struct cache_entry {
@@ -101,21 +129,30 @@ struct tokenizer {
     int32_t *added_of;            // index into added[] or -1
     struct strmap by_str, by_raw;
     struct mergemap merges;
-    int32_t byte_id[256];         // id of each single byte, -1 if not in the vocabulary
+    int32_t byte_id[256];         // id of each single byte, -1 if not in the vocabulary (byte-level)
     int32_t unk_id;
     bool ignore_merges;
+    // byte-level BPE (GPT-2 style: ByteLevel pre-tokenizer and decoder, BPE on bytes) or
+    // character-level BPE (SentencePiece style: BPE on characters, vocabulary strings as they are)
+    bool bytelevel;
+    bool byte_fallback, fuse_unk; // character-level: unknown characters become <0xXX> tokens / one unk
+    int32_t fallback_id[256];     // id of "<0xXX>" for each byte, -1 if none
+    int32_t ascii_id[128];        // character-level: id of each ASCII character, -1 if none
     // added tokens
     struct added_token *added;
     size_t n_added;
     struct trie trie_raw, trie_norm;
     // pipeline
-    bool nfc;
+    struct norm_step norm[8];
+    size_t n_norm;
     struct pretok pretok[8];
     size_t n_pretok;
     int32_t prefix[8], suffix[8];
     size_t n_prefix, n_suffix;
     pcre2_jit_stack *jit_stack;
     pcre2_match_context *mctx;
+    struct dec_step dec_step[8];  // character-level decoder
+    size_t n_dec;
     // configs
     char *chat_template;
     int32_t eos_id, bos_id;
@@ -125,6 +162,10 @@ struct tokenizer {
     // scratch (grown as needed, never freed while encoding)
     int32_t *nfc_buf;
     size_t nfc_cap;               // in code points
+    char *nbuf[2];                // normalizer steps write here, alternately
+    size_t nbuf_cap[2];
+    const char *text, *norm_text; // the text being encoded; the normalized piece being split
+    bool piece_first;             // that piece starts the text
     char *aps_buf;
     size_t aps_cap;
     int32_t *sym_id, *sym_prev, *sym_next;
@@ -509,20 +550,30 @@ static void load_vocab(struct tokenizer *t, const json_t *vocab)
         int32_t id = (int32_t)json_integer_value(v);
         size_t len = strlen(key);   // jansson keys are NUL-free here: vocab strings never hold NUL
         t->str[id] = (struct span){ pool_add(t, key, len), (uint32_t)len };
+        if (!t->bytelevel) continue;
         if (len > tmp_cap) { tmp_cap = len; tmp = xrealloc(tmp, tmp_cap); }
         long nb = bytelevel_decode(key, len, tmp);
         if (nb > 0) t->raw[id] = (struct span){ pool_add(t, tmp, (size_t)nb), (uint32_t)nb };
     }
     free(tmp);
     strmap_init(&t->by_str, n);
-    strmap_init(&t->by_raw, n);
-    for (int32_t id = 0; id <= max_id; id++) {
+    for (int32_t id = 0; id <= max_id; id++)
         if (t->str[id].len != UINT32_MAX) strmap_put(&t->by_str, t->str, t->pool, id);
-        if (t->raw[id].len != UINT32_MAX) strmap_put(&t->by_raw, t->raw, t->pool, id);
+    if (t->bytelevel) {
+        strmap_init(&t->by_raw, n);
+        for (int32_t id = 0; id <= max_id; id++)
+            if (t->raw[id].len != UINT32_MAX) strmap_put(&t->by_raw, t->raw, t->pool, id);
+    } else {
+        // character-level: BPE runs on the vocabulary strings themselves
+        memcpy(t->raw, t->str, (size_t)t->vocab_size * sizeof *t->raw);
+        t->by_raw = t->by_str;
     }
     for (int b = 0; b < 256; b++) {
-        char c = (char)b;
-        t->byte_id[b] = strmap_find(&t->by_raw, t->raw, t->pool, &c, 1);
+        char c = (char)b, hex[8];
+        t->byte_id[b] = t->bytelevel ? strmap_find(&t->by_raw, t->raw, t->pool, &c, 1) : -1;
+        if (b < 128) t->ascii_id[b] = strmap_find(&t->by_str, t->str, t->pool, &c, 1);
+        snprintf(hex, sizeof hex, "<0x%02X>", b);
+        t->fallback_id[b] = strmap_find(&t->by_str, t->str, t->pool, hex, 6);
     }
 }
 
@@ -573,11 +624,13 @@ static void load_model(struct tokenizer *t, const json_t *model)
     if (!json_is_object(model)) bad(path, "no \"model\" object");
     const json_t *type = json_object_get(model, "type");
     if (type && !(json_is_string(type) && strcmp(json_string_value(type), "BPE") == 0))
-        bad(path, "model type \"%s\" is not supported (only byte-level BPE)",
+        bad(path, "model type \"%s\" is not supported (only BPE)",
             json_is_string(type) ? json_string_value(type) : "?");
     if (!json_object_get(model, "merges")) bad(path, "model has no merges: not a BPE tokenizer");
-    if (get_bool(path, model, "byte_fallback", false))
-        bad(path, "byte_fallback BPE (SentencePiece-style) is not supported");
+    t->byte_fallback = get_bool(path, model, "byte_fallback", false);
+    t->fuse_unk = get_bool(path, model, "fuse_unk", false);
+    if (t->byte_fallback && t->bytelevel)
+        bad(path, "byte_fallback BPE with a ByteLevel pre-tokenizer is not supported");
     const json_t *dropout = json_object_get(model, "dropout");
     if (dropout && !json_is_null(dropout) && !(json_is_number(dropout) && json_number_value(dropout) == 0))
         bad(path, "BPE dropout is not supported (encoding would not be deterministic)");
@@ -602,7 +655,7 @@ static void load_model(struct tokenizer *t, const json_t *model)
 // ---------------------------------------------------------------------------------------------
 // loading: added tokens, normalizer, pre-tokenizer, post-processor, decoder
 
-static void nfc_string(const char *s, size_t n, char **out, size_t *out_n);
+static const char *normalize_scratch(struct tokenizer *t, const char *s, size_t n, size_t *out_n);
 
 static void load_added(struct tokenizer *t, const json_t *arr)
 {
@@ -640,11 +693,9 @@ static void build_tries(struct tokenizer *t)
     for (size_t i = 0; i < t->n_added; i++) {
         struct added_token *at = &t->added[i];
         if (!at->normalized) { trie_add(&t->trie_raw, at->content, at->len, (int32_t)i); continue; }
-        char *norm = at->content;
-        size_t nn = at->len;
-        if (t->nfc) nfc_string(at->content, at->len, &norm, &nn);
+        size_t nn;
+        const char *norm = normalize_scratch(t, at->content, at->len, &nn);
         trie_add(&t->trie_norm, norm, nn, (int32_t)i);
-        if (norm != at->content) free(norm);
     }
 }
 
@@ -654,25 +705,66 @@ static const char *type_of(const json_t *o)
     return json_is_string(ty) ? json_string_value(ty) : "";
 }
 
+// A JSON string that must be there (msg names it in the error).
+static const char *need_string(const char *path, const json_t *v, const char *what, size_t *len)
+{
+    if (!json_is_string(v)) bad(path, "%s must be a string", what);
+    *len = json_string_length(v);
+    if (strlen(json_string_value(v)) != *len) bad(path, "%s must not hold NUL", what);
+    return json_string_value(v);
+}
+
+// A Replace pattern: {"String": "..."} (non-empty); regex patterns are refused.
+static const char *replace_pattern(const char *path, const json_t *o, const char *what, size_t *len)
+{
+    const json_t *pat = json_object_get(o, "pattern");
+    if (json_object_get(pat, "Regex")) bad(path, "%s with a Regex pattern is not supported", what);
+    const char *s = need_string(path, json_object_get(pat, "String"), what, len);
+    if (*len == 0) bad(path, "%s with an empty pattern", what);
+    return s;
+}
+
 static void load_normalizer(struct tokenizer *t, const json_t *n)
 {
     if (!n || json_is_null(n)) return;
-    const char *ty = type_of(n);
-    if (strcmp(ty, "NFC") == 0) { t->nfc = true; return; }
+    const char *path = t->path, *ty = type_of(n);
     if (strcmp(ty, "Sequence") == 0) {
         const json_t *list = json_object_get(n, "normalizers");
-        if (!json_is_array(list)) bad(t->path, "normalizer Sequence without \"normalizers\"");
+        if (!json_is_array(list)) bad(path, "normalizer Sequence without \"normalizers\"");
         for (size_t i = 0; i < json_array_size(list); i++) load_normalizer(t, json_array_get(list, i));
         return;
     }
-    bad(t->path, "normalizer \"%s\" is not supported (only NFC)", ty);
+    if (t->n_norm == sizeof t->norm / sizeof t->norm[0]) bad(path, "too many normalizers");
+    struct norm_step *st = &t->norm[t->n_norm];
+    size_t len;
+    const char *v;
+    if (strcmp(ty, "NFC") == 0) {
+        st->kind = NORM_NFC;
+    } else if (strcmp(ty, "Prepend") == 0) {
+        st->kind = NORM_PREPEND;
+        v = need_string(path, json_object_get(n, "prepend"), "normalizer Prepend \"prepend\"", &len);
+        st->pat = xstrdup(v);
+        st->npat = len;
+    } else if (strcmp(ty, "Replace") == 0) {
+        st->kind = NORM_REPLACE;
+        v = replace_pattern(path, n, "normalizer Replace", &len);
+        st->pat = xstrdup(v);
+        st->npat = len;
+        v = need_string(path, json_object_get(n, "content"), "normalizer Replace \"content\"", &len);
+        st->rep = xstrdup(v);
+        st->nrep = len;
+    } else {
+        bad(path, "normalizer \"%s\" is not supported (only NFC, Prepend, Replace)", ty);
+    }
+    t->n_norm++;
 }
 
 static pcre2_code *compile_regex(const char *path, const char *pat, size_t len, uint32_t extra, bool *jit)
 {
     int err;
     PCRE2_SIZE off;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, len, PCRE2_UTF | PCRE2_UCP | extra, &err, &off, NULL);
+    uint32_t opt = PCRE2_UTF | extra | (extra & PCRE2_LITERAL ? 0 : PCRE2_UCP);   // LITERAL refuses UCP
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, len, opt, &err, &off, NULL);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof msg);
@@ -695,20 +787,63 @@ static struct pretok *pretok_add(struct tokenizer *t, enum pretok_kind kind)
 static void load_split(struct tokenizer *t, const json_t *p)
 {
     const char *path = t->path;
+    static const char *const names[] = { "Isolated", "Removed", "MergedWithPrevious", "MergedWithNext" };
     const json_t *beh = json_object_get(p, "behavior");
-    if (!json_is_string(beh) || strcmp(json_string_value(beh), "Isolated") != 0)
-        bad(path, "Split pre-tokenizer behavior \"%s\" is not supported (only Isolated)",
-            json_is_string(beh) ? json_string_value(beh) : "?");
+    const char *b = json_is_string(beh) ? json_string_value(beh) : "?";
+    int k = 0;
+    while (k < 4 && strcmp(b, names[k]) != 0) k++;
+    if (k == 4)
+        bad(path, "Split pre-tokenizer behavior \"%s\" is not supported (Isolated, Removed, "
+            "MergedWithPrevious, MergedWithNext)", b);
     if (get_bool(path, p, "invert", false)) bad(path, "Split pre-tokenizer with invert is not supported");
     const json_t *pat = json_object_get(p, "pattern");
     const json_t *re = json_object_get(pat, "Regex"), *lit = json_object_get(pat, "String");
     struct pretok *s = pretok_add(t, PRETOK_SPLIT);
+    s->behavior = (enum split_behavior)k;
     if (json_is_string(re))
         s->re = compile_regex(path, json_string_value(re), json_string_length(re), 0, &s->jit);
     else if (json_is_string(lit))
         s->re = compile_regex(path, json_string_value(lit), json_string_length(lit), PCRE2_LITERAL, &s->jit);
     else
         bad(path, "Split pre-tokenizer needs a pattern {\"Regex\": ...} or {\"String\": ...}");
+}
+
+// One character (1-4 bytes of UTF-8), as Rust's char fields are.
+static size_t one_char(const char *path, const json_t *v, const char *what, char out[8])
+{
+    size_t len, vp;
+    const char *s = need_string(path, v, what, &len);
+    if (len == 0 || len > 4 || utf8_seq_len((const unsigned char *)s, len, &vp) != len)
+        bad(path, "%s must be exactly one character", what);
+    memcpy(out, s, len);
+    out[len] = 0;
+    return len;
+}
+
+// Metaspace (pre_tokenizers/metaspace.rs): prepend_scheme, or the older add_prefix_space.
+static void load_metaspace(struct tokenizer *t, const json_t *p)
+{
+    const char *path = t->path;
+    struct pretok *m = pretok_add(t, PRETOK_METASPACE);
+    m->rep_len = one_char(path, json_object_get(p, "replacement"), "Metaspace \"replacement\"", m->rep);
+    const json_t *sch = json_object_get(p, "prepend_scheme");
+    m->prepend = PREPEND_ALWAYS;
+    if (sch && !json_is_null(sch)) {
+        const char *v = json_is_string(sch) ? json_string_value(sch) : "?";
+        if (strcmp(v, "always") == 0) m->prepend = PREPEND_ALWAYS;
+        else if (strcmp(v, "first") == 0) m->prepend = PREPEND_FIRST;
+        else if (strcmp(v, "never") == 0) m->prepend = PREPEND_NEVER;
+        else bad(path, "Metaspace prepend_scheme \"%s\" is not always, first or never", v);
+    }
+    if (!get_bool(path, p, "add_prefix_space", true)) {
+        if (sch && !json_is_null(sch) && m->prepend != PREPEND_NEVER)
+            bad(path, "Metaspace: add_prefix_space false contradicts prepend_scheme");
+        m->prepend = PREPEND_NEVER;
+    }
+    if (get_bool(path, p, "split", true)) {
+        m->behavior = SPLIT_MERGED_NEXT;
+        m->re = compile_regex(path, m->rep, m->rep_len, PCRE2_LITERAL, &m->jit);
+    }
 }
 
 static void load_pretok(struct tokenizer *t, const json_t *p)
@@ -727,6 +862,8 @@ static void load_pretok(struct tokenizer *t, const json_t *p)
         b->add_prefix_space = get_bool(path, p, "add_prefix_space", true);
         if (get_bool(path, p, "use_regex", true))
             b->re = compile_regex(path, GPT2_REGEX, sizeof GPT2_REGEX - 1, 0, &b->jit);
+    } else if (strcmp(ty, "Metaspace") == 0 && !t->bytelevel) {
+        load_metaspace(t, p);
     } else {
         bad(path, "pre-tokenizer \"%s\" is not supported", ty);
     }
@@ -734,13 +871,27 @@ static void load_pretok(struct tokenizer *t, const json_t *p)
 
 static void check_pretok(struct tokenizer *t)
 {
-    if (t->n_pretok == 0 || t->pretok[t->n_pretok - 1].kind != PRETOK_BYTELEVEL)
-        bad(t->path, "the pre-tokenizer must end with ByteLevel (only byte-level BPE is supported)");
+    if (t->bytelevel && (t->n_pretok == 0 || t->pretok[t->n_pretok - 1].kind != PRETOK_BYTELEVEL))
+        bad(t->path, "a ByteLevel tokenizer's pre-tokenizer must end with ByteLevel");
     for (size_t i = 0; i + 1 < t->n_pretok; i++)
         if (t->pretok[i].kind == PRETOK_BYTELEVEL)
             bad(t->path, "ByteLevel must be the last pre-tokenizer");
     for (size_t i = 0; i < t->n_pretok; i++)
         if (t->pretok[i].re) t->pretok[i].md = pcre2_match_data_create_from_pattern(t->pretok[i].re, NULL);
+}
+
+// Does this pre-tokenizer or decoder (or a Sequence of them) hold a ByteLevel step?
+static bool has_bytelevel(const json_t *o)
+{
+    if (!json_is_object(o)) return false;
+    if (strcmp(type_of(o), "ByteLevel") == 0) return true;
+    const char *lists[] = { "pretokenizers", "decoders" };
+    for (int k = 0; k < 2; k++) {
+        const json_t *l = json_object_get(o, lists[k]);
+        for (size_t i = 0; json_is_array(l) && i < json_array_size(l); i++)
+            if (has_bytelevel(json_array_get(l, i))) return true;
+    }
+    return false;
 }
 
 static void load_template(struct tokenizer *t, const json_t *p)
@@ -791,23 +942,82 @@ static void load_post(struct tokenizer *t, const json_t *p)
     bad(t->path, "post-processor \"%s\" is not supported", ty);
 }
 
+static size_t get_count(const char *path, const json_t *obj, const char *key)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 1000000)
+        bad(path, "decoder \"%s\" must be an integer in [0, 1000000]", key);
+    return (size_t)json_integer_value(v);
+}
+
+// A character-level decoder step: Replace (String pattern), ByteFallback, Fuse, Strip, Metaspace.
+static void load_dec_step(struct tokenizer *t, const json_t *d, const char *ty)
+{
+    const char *path = t->path;
+    if (t->n_dec == sizeof t->dec_step / sizeof t->dec_step[0]) bad(path, "too many decoders");
+    struct dec_step *st = &t->dec_step[t->n_dec];
+    char c[8];
+    size_t len;
+    const char *v;
+    if (strcmp(ty, "Replace") == 0) {
+        st->kind = DEC_REPLACE;
+        v = replace_pattern(path, d, "decoder Replace", &len);
+        st->pat = xstrdup(v);
+        st->npat = len;
+        v = need_string(path, json_object_get(d, "content"), "decoder Replace \"content\"", &len);
+        st->rep = xstrdup(v);
+        st->nrep = len;
+    } else if (strcmp(ty, "ByteFallback") == 0) {
+        st->kind = DEC_BYTEFALLBACK;
+    } else if (strcmp(ty, "Fuse") == 0) {
+        st->kind = DEC_FUSE;
+    } else if (strcmp(ty, "Strip") == 0) {
+        st->kind = DEC_STRIP;
+        st->npat = one_char(path, json_object_get(d, "content"), "decoder Strip \"content\"", c);
+        st->pat = xstrdup(c);
+        st->start = get_count(path, d, "start");
+        st->stop = get_count(path, d, "stop");
+    } else if (strcmp(ty, "Metaspace") == 0) {
+        st->kind = DEC_METASPACE;
+        st->npat = one_char(path, json_object_get(d, "replacement"), "decoder Metaspace \"replacement\"", c);
+        st->pat = xstrdup(c);
+        const json_t *sch = json_object_get(d, "prepend_scheme");
+        bool never = json_is_string(sch) && strcmp(json_string_value(sch), "never") == 0;
+        if (sch && !json_is_null(sch) && !never && !(json_is_string(sch) &&
+            (strcmp(json_string_value(sch), "always") == 0 || strcmp(json_string_value(sch), "first") == 0)))
+            bad(path, "decoder Metaspace prepend_scheme must be always, first or never");
+        if (!get_bool(path, d, "add_prefix_space", true)) never = true;
+        st->strip_first = !never;
+    } else {
+        bad(path, "decoder \"%s\" is not supported (Replace, ByteFallback, Fuse, Strip, Metaspace)", ty);
+    }
+    t->n_dec++;
+}
+
 static void load_decoder(struct tokenizer *t, const json_t *d)
 {
     const char *ty = d ? type_of(d) : "";
-    if (strcmp(ty, "ByteLevel") == 0) return;
     if (strcmp(ty, "Sequence") == 0) {
         const json_t *list = json_object_get(d, "decoders");
         if (!json_is_array(list) || json_array_size(list) == 0) bad(t->path, "decoder Sequence is empty");
         for (size_t i = 0; i < json_array_size(list); i++) load_decoder(t, json_array_get(list, i));
         return;
     }
-    bad(t->path, "decoder \"%s\" is not supported (only ByteLevel)", d && !json_is_null(d) ? ty : "null");
+    if (!d || json_is_null(d)) bad(t->path, "no decoder: decoding would not be defined");
+    if (t->bytelevel) {
+        if (strcmp(ty, "ByteLevel") != 0)
+            bad(t->path, "decoder \"%s\" is not supported with a ByteLevel pre-tokenizer (only ByteLevel)", ty);
+        return;
+    }
+    load_dec_step(t, d, ty);
 }
 
 // Decoder bytes of every id: the ByteLevel decoder maps each character back to its byte, or
 // keeps the token's UTF-8 as is when a character is outside the alphabet (decoders/byte_level.rs).
 static void build_decode(struct tokenizer *t)
 {
+    if (!t->bytelevel) return;   // character-level tokenizers decode through their decoder steps
     for (int32_t id = 0; id < t->vocab_size; id++) {
         const char *s;
         size_t n;
@@ -831,7 +1041,9 @@ static void build_decode(struct tokenizer *t)
 // ---------------------------------------------------------------------------------------------
 // loading: configs beside tokenizer.json
 
-static json_t *load_json_file(const char *path, bool required)
+// flags: jansson decoding flags besides JSON_ALLOW_NUL (JSON_DECODE_INT_AS_REAL for a file whose
+// integers srlm does not read and may not fit: Llama-2's model_max_length is 1e30).
+static json_t *load_json_file(const char *path, bool required, size_t flags)
 {
     struct stat st;
     if (stat(path, &st) != 0) {
@@ -841,7 +1053,7 @@ static json_t *load_json_file(const char *path, bool required)
     size_t len;
     char *buf = read_file(path, &len);
     json_error_t err;
-    json_t *root = json_loadb(buf, len, JSON_ALLOW_NUL, &err);
+    json_t *root = json_loadb(buf, len, JSON_ALLOW_NUL | flags, &err);
     free(buf);
     if (!root) die(EX_DATAERR, "%s: line %d: %s", path, err.line, err.text);
     if (!json_is_object(root)) die(EX_DATAERR, "%s: not a JSON object", path);
@@ -868,7 +1080,7 @@ static void load_config(struct tokenizer *t, const char *dir)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    json_t *cfg = load_json_file(path, false);
+    json_t *cfg = load_json_file(path, false, JSON_DECODE_INT_AS_REAL);
     t->eos_id = t->bos_id = -1;
     if (cfg) {
         const char *eos = token_content(json_object_get(cfg, "eos_token"));
@@ -897,7 +1109,7 @@ static void load_config(struct tokenizer *t, const char *dir)
         if (stat(path, &st) == 0) t->chat_template = read_file(path, NULL);
     }
     snprintf(path, sizeof path, "%s/generation_config.json", dir);
-    json_t *gen = load_json_file(path, false);
+    json_t *gen = load_json_file(path, false, 0);
     const json_t *ids = gen ? json_object_get(gen, "eos_token_id") : NULL;
     if (json_is_integer(ids)) add_eos(t, (int32_t)json_integer_value(ids));
     for (size_t i = 0; json_is_array(ids) && i < json_array_size(ids); i++)
@@ -940,12 +1152,12 @@ struct tokenizer *tokenizer_new(const char *path_arg)
     free(buf);
     if (!root) bad(t->path, "invalid JSON at line %d: %s", err.line, err.text);
     if (!json_is_object(root)) bad(t->path, "not a JSON object");
+    const json_t *pre = json_object_get(root, "pre_tokenizer");
+    t->bytelevel = has_bytelevel(pre) || has_bytelevel(json_object_get(root, "decoder"));
     load_model(t, json_object_get(root, "model"));
     load_added(t, json_object_get(root, "added_tokens"));
     load_normalizer(t, json_object_get(root, "normalizer"));
-    const json_t *pre = json_object_get(root, "pre_tokenizer");
-    if (!pre || json_is_null(pre)) bad(t->path, "no pre_tokenizer (only byte-level BPE is supported)");
-    load_pretok(t, pre);
+    if (pre && !json_is_null(pre)) load_pretok(t, pre);
     check_pretok(t);
     load_post(t, json_object_get(root, "post_processor"));
     load_decoder(t, json_object_get(root, "decoder"));
@@ -967,13 +1179,18 @@ void tokenizer_delete(struct tokenizer *t)
     for (size_t i = 0; i < t->n_pretok; i++) {
         pcre2_code_free(t->pretok[i].re);
         pcre2_match_data_free(t->pretok[i].md);
+        free(t->pretok[i].buf);
     }
+    for (size_t i = 0; i < t->n_norm; i++) { free(t->norm[i].pat); free(t->norm[i].rep); }
+    for (size_t i = 0; i < t->n_dec; i++) { free(t->dec_step[i].pat); free(t->dec_step[i].rep); }
+    free(t->nbuf[0]); free(t->nbuf[1]);
     pcre2_match_context_free(t->mctx);
     pcre2_jit_stack_free(t->jit_stack);
     for (size_t i = 0; i < t->n_added; i++) free(t->added[i].content);
     free(t->added);
     free(t->trie_raw.node); free(t->trie_norm.node);
-    free(t->by_str.slot); free(t->by_raw.slot);
+    if (t->by_raw.slot != t->by_str.slot) free(t->by_raw.slot);
+    free(t->by_str.slot);
     free(t->merges.key); free(t->merges.rank); free(t->merges.id);
     free(t->str); free(t->raw); free(t->dec); free(t->added_of); free(t->pool);
     free(t->nfc_buf); free(t->aps_buf);
@@ -1039,25 +1256,75 @@ static void bpe_push_pair(struct tokenizer *t, size_t *hn, int32_t pos)
     }
 }
 
-// Appends the BPE ids of the raw bytes w[0..n) to out.
+static inline void bpe_add_symbol(struct tokenizer *t, size_t *ns, int32_t id)
+{
+    size_t i = (*ns)++;
+    t->sym_id[i] = id;
+    t->sym_len[i] = 1;
+    t->sym_prev[i] = (int32_t)i - 1;
+    t->sym_next[i] = (int32_t)i + 1;
+}
+
+// Byte-level: one symbol per byte. A byte with no token becomes unk, or is dropped when there is
+// no unk token, as HF does.
+static size_t bpe_symbols_bytes(struct tokenizer *t, const char *w, size_t n)
+{
+    size_t ns = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t id = t->byte_id[(uint8_t)w[i]];
+        if (id < 0) id = t->unk_id;
+        if (id >= 0) bpe_add_symbol(t, &ns, id);
+    }
+    return ns;
+}
+
+// Character-level (models/bpe/model.rs merge_word): one symbol per character in the vocabulary;
+// an unknown character becomes its <0xXX> byte tokens (byte_fallback, when all of them exist),
+// else unk (consecutive unknowns fused into one with fuse_unk), else nothing. As in HF, a pending
+// unk is not flushed before byte tokens.
+static size_t bpe_symbols_chars(struct tokenizer *t, const char *w, size_t n)
+{
+    size_t ns = 0, i = 0, k;
+    bool unk = false;
+    while (i < n) {
+        unsigned char c = (unsigned char)w[i];
+        int32_t id;
+        if (c < 0x80) {
+            k = 1;
+            id = t->ascii_id[c];
+        } else {
+            k = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+            if (k > n - i) k = n - i;   // (valid UTF-8 never gets here)
+            id = strmap_find(&t->by_str, t->str, t->pool, w + i, k);
+        }
+        if (id >= 0) {
+            if (unk) { bpe_add_symbol(t, &ns, t->unk_id); unk = false; }
+            bpe_add_symbol(t, &ns, id);
+        } else {
+            bool fell_back = t->byte_fallback;
+            for (size_t b = 0; fell_back && b < k; b++) fell_back = t->fallback_id[(uint8_t)w[i + b]] >= 0;
+            if (fell_back) {
+                for (size_t b = 0; b < k; b++) bpe_add_symbol(t, &ns, t->fallback_id[(uint8_t)w[i + b]]);
+            } else if (t->unk_id >= 0) {
+                if (unk && !t->fuse_unk) bpe_add_symbol(t, &ns, t->unk_id);
+                unk = true;
+            }
+        }
+        i += k;
+    }
+    if (unk) bpe_add_symbol(t, &ns, t->unk_id);
+    return ns;
+}
+
+// Appends the BPE ids of the word w[0..n) (raw bytes, or characters) to out.
 static void bpe_word(struct tokenizer *t, const char *w, size_t n, struct tok_ids *out)
 {
     if (t->ignore_merges) {
         int32_t id = strmap_find(&t->by_raw, t->raw, t->pool, w, n);
         if (id >= 0) { push(out, id); return; }
     }
-    bpe_reserve(t, n);
-    size_t ns = 0;
-    for (size_t i = 0; i < n; i++) {
-        int32_t id = t->byte_id[(uint8_t)w[i]];
-        if (id < 0) id = t->unk_id;
-        if (id < 0) continue;   // HF drops a character it cannot map when there is no unk token
-        t->sym_id[ns] = id;
-        t->sym_len[ns] = 1;
-        t->sym_prev[ns] = (int32_t)ns - 1;
-        t->sym_next[ns] = (int32_t)ns + 1;
-        ns++;
-    }
+    bpe_reserve(t, n);   // at most one symbol per byte either way
+    size_t ns = t->bytelevel ? bpe_symbols_bytes(t, w, n) : bpe_symbols_chars(t, w, n);
     if (ns == 0) return;
     t->sym_next[ns - 1] = -1;
     size_t hn = 0;
@@ -1092,12 +1359,13 @@ static void cache_clear(struct tokenizer *t)
 
 static void bpe_cached(struct tokenizer *t, const char *w, size_t n, struct tok_ids *out)
 {
-    if (n == 1) {   // one byte is always one symbol, no merge possible
+    if (n == 1 && t->bytelevel) {   // one byte is always one symbol, no merge possible
         int32_t id = t->byte_id[(uint8_t)w[0]];
         if (id < 0) id = t->unk_id;
         if (id >= 0) push(out, id);
         return;
     }
+    if (n == 1 && t->ascii_id[(uint8_t)w[0] & 0x7F] >= 0) { push(out, t->ascii_id[(uint8_t)w[0] & 0x7F]); return; }
     if (n >= CACHE_MAX_WORD) { bpe_word(t, w, n, out); return; }
     uint64_t h = XXH3_64bits(w, n);
     size_t i = h & (CACHE_SLOTS - 1);
@@ -1134,17 +1402,27 @@ static void bpe_cached(struct tokenizer *t, const char *w, size_t n, struct tok_
 
 // ---------------------------------------------------------------------------------------------
 // pre-tokenizer pipeline: each step splits a piece and hands the sub-pieces to the next step;
-// after the last step (ByteLevel) a piece is a word for BPE.
+// after the last step a piece is a word for BPE. `first`: the piece starts at offset 0 of the
+// original text (Metaspace's prepend_scheme "first" looks at it, as metaspace.rs does).
 
-static void pretok_run(struct tokenizer *t, size_t step, const char *s, size_t n, struct tok_ids *out);
+static void pretok_run(struct tokenizer *t, size_t step, const char *s, size_t n, bool first,
+                       struct tok_ids *out);
 
-// Isolated split: every match and every gap between matches is a piece (split.rs).
+static inline void pretok_emit(struct tokenizer *t, size_t step, const char *s, size_t a, size_t b, bool first,
+                               struct tok_ids *out)
+{
+    if (b > a) pretok_run(t, step + 1, s + a, b - a, first && a == 0, out);
+}
+
+// Split by the step's regex (normalizer.rs split): Isolated makes every match and every gap a
+// piece, Removed keeps the gaps, MergedWithPrevious ends a piece after each match,
+// MergedWithNext starts one at each match. Empty matches are not pieces.
 static void pretok_regex(struct tokenizer *t, size_t step, const struct pretok *p, const char *s, size_t n,
-                         struct tok_ids *out)
+                         bool first, struct tok_ids *out)
 {
     pcre2_code *re = p->re;
     pcre2_match_data *md = p->md;
-    size_t pos = 0, from = 0;
+    size_t pos = 0, from = 0;   // pos: start of the piece not yet handed on
     while (from < n) {
         int rc = p->jit ? pcre2_jit_match(re, (PCRE2_SPTR)s, n, from, 0, md, t->mctx)
                         : pcre2_match(re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, md, t->mctx);
@@ -1161,16 +1439,20 @@ static void pretok_regex(struct tokenizer *t, size_t step, const struct pretok *
             while (from < n && ((unsigned char)s[from] & 0xC0) == 0x80) from++;
             continue;
         }
-        if (a > pos) pretok_run(t, step + 1, s + pos, a - pos, out);
-        pretok_run(t, step + 1, s + a, b - a, out);
-        pos = from = b;
+        switch (p->behavior) {
+        case SPLIT_ISOLATED: pretok_emit(t, step, s, pos, a, first, out); pretok_emit(t, step, s, a, b, first, out); pos = b; break;
+        case SPLIT_REMOVED: pretok_emit(t, step, s, pos, a, first, out); pos = b; break;
+        case SPLIT_MERGED_PREV: pretok_emit(t, step, s, pos, b, first, out); pos = b; break;
+        case SPLIT_MERGED_NEXT: pretok_emit(t, step, s, pos, a, first, out); pos = a; break;
+        }
+        from = b;
     }
-    if (pos < n) pretok_run(t, step + 1, s + pos, n - pos, out);
+    pretok_emit(t, step, s, pos, n, first, out);
 }
 
 // Digits: numeric characters are split off, one by one or as runs (digits.rs).
 static void pretok_digits(struct tokenizer *t, size_t step, bool individual, const char *s, size_t n,
-                          struct tok_ids *out)
+                          bool first, struct tok_ids *out)
 {
     size_t start = 0, i = 0;
     bool in_digits = false;
@@ -1179,17 +1461,17 @@ static void pretok_digits(struct tokenizer *t, size_t step, bool individual, con
         size_t k = utf8_decode((const unsigned char *)s + i, &cp);
         bool d = is_numeric(cp);
         if (i > start && (d != in_digits || (d && individual))) {
-            pretok_run(t, step + 1, s + start, i - start, out);
+            pretok_emit(t, step, s, start, i, first, out);
             start = i;
         }
         in_digits = d;
         i += k;
     }
-    if (n > start) pretok_run(t, step + 1, s + start, n - start, out);
+    pretok_emit(t, step, s, start, n, first, out);
 }
 
 static void pretok_bytelevel(struct tokenizer *t, size_t step, const struct pretok *p, const char *s,
-                             size_t n, struct tok_ids *out)
+                             size_t n, bool first, struct tok_ids *out)
 {
     if (p->add_prefix_space && (n == 0 || s[0] != ' ')) {
         // byte_level.rs prepends the space to every piece the previous steps produced
@@ -1199,29 +1481,67 @@ static void pretok_bytelevel(struct tokenizer *t, size_t step, const struct pret
         s = t->aps_buf;
         n++;
     }
-    if (p->re) pretok_regex(t, step, p, s, n, out);
-    else pretok_run(t, step + 1, s, n, out);
+    if (p->re) pretok_regex(t, step, p, s, n, first, out);
+    else pretok_run(t, step + 1, s, n, first, out);
 }
 
-static void pretok_run(struct tokenizer *t, size_t step, const char *s, size_t n, struct tok_ids *out)
+// Metaspace (metaspace.rs): every ' ' becomes the replacement; the replacement is prepended
+// (always, or only to the piece at the start of the text) unless the piece starts with it; with
+// split, a piece starts at each replacement (MergedWithNext). The step's own buffer holds the
+// result while the later steps use it (a step is never re-entered from below).
+static void pretok_metaspace(struct tokenizer *t, size_t step, struct pretok *p, const char *s, size_t n,
+                             bool first, struct tok_ids *out)
+{
+    size_t spaces = 0, rl = p->rep_len;
+    for (size_t i = 0; i < n; i++) spaces += s[i] == ' ';
+    size_t need = rl + n + spaces * (rl - 1);
+    if (need > p->buf_cap) { p->buf_cap = 2 * need; p->buf = xrealloc(p->buf, p->buf_cap); }
+    char *d = p->buf + rl;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == ' ') { memcpy(d + o, p->rep, rl); o += rl; }
+        else d[o++] = s[i];
+    }
+    bool pre = p->prepend == PREPEND_ALWAYS || (p->prepend == PREPEND_FIRST && first);
+    if (pre && !(o >= rl && memcmp(d, p->rep, rl) == 0)) {
+        d -= rl;
+        memcpy(d, p->rep, rl);
+        o += rl;
+    }
+    if (p->re) pretok_regex(t, step, p, d, o, first, out);
+    else pretok_run(t, step + 1, d, o, first, out);
+}
+
+static void pretok_run(struct tokenizer *t, size_t step, const char *s, size_t n, bool first,
+                       struct tok_ids *out)
 {
     if (step == t->n_pretok) { bpe_cached(t, s, n, out); return; }
-    const struct pretok *p = &t->pretok[step];
+    struct pretok *p = &t->pretok[step];
     switch (p->kind) {
-    case PRETOK_SPLIT: pretok_regex(t, step, p, s, n, out); break;
-    case PRETOK_DIGITS: pretok_digits(t, step, p->individual_digits, s, n, out); break;
-    case PRETOK_BYTELEVEL: pretok_bytelevel(t, step, p, s, n, out); break;
+    case PRETOK_SPLIT: pretok_regex(t, step, p, s, n, first, out); break;
+    case PRETOK_DIGITS: pretok_digits(t, step, p->individual_digits, s, n, first, out); break;
+    case PRETOK_BYTELEVEL: pretok_bytelevel(t, step, p, s, n, first, out); break;
+    case PRETOK_METASPACE: pretok_metaspace(t, step, p, s, n, first, out); break;
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // normalization and added tokens
 
-// NFC of s (valid UTF-8) into the tokenizer's scratch buffer; ASCII is already NFC.
-static const char *nfc_scratch(struct tokenizer *t, const char *s, size_t n, size_t *out_n)
+static char *nbuf(struct tokenizer *t, int k, size_t need)
+{
+    if (need + 1 > t->nbuf_cap[k]) {
+        t->nbuf_cap[k] = 2 * need + 64;
+        t->nbuf[k] = xrealloc(t->nbuf[k], t->nbuf_cap[k]);
+    }
+    return t->nbuf[k];
+}
+
+// NFC of s (valid UTF-8) into normalizer buffer k; ASCII is already NFC (s is returned).
+static const char *nfc_step(struct tokenizer *t, int k, const char *s, size_t n, size_t *out_n)
 {
     *out_n = n;
-    if (!t->nfc || is_ascii(s, n)) return s;
+    if (is_ascii(s, n)) return s;
     const utf8proc_option_t opt = UTF8PROC_STABLE | UTF8PROC_COMPOSE;
     for (;;) {
         utf8proc_ssize_t r = utf8proc_decompose((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n,
@@ -1235,18 +1555,58 @@ static const char *nfc_scratch(struct tokenizer *t, const char *s, size_t n, siz
         r = utf8proc_reencode(t->nfc_buf, r, opt);
         if (r < 0) die(EX_SOFTWARE, "NFC failed: %s", utf8proc_errmsg(r));
         *out_n = (size_t)r;
-        return (const char *)t->nfc_buf;
+        return memcpy(nbuf(t, k, *out_n), t->nfc_buf, *out_n);
     }
 }
 
-static void nfc_string(const char *s, size_t n, char **out, size_t *out_n)
+// Every occurrence of pat (left to right, not overlapping) replaced by rep, into buffer k.
+static const char *replace_step(struct tokenizer *t, int k, const struct norm_step *st, const char *s, size_t n,
+                                size_t *out_n)
 {
-    utf8proc_uint8_t *r = NULL;
-    utf8proc_ssize_t len = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &r,
-                                        UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-    if (len < 0) { *out = (char *)s; *out_n = n; return; }
-    *out = (char *)r;
-    *out_n = (size_t)len;
+    *out_n = n;
+    const char *hit = memmem(s, n, st->pat, st->npat);
+    if (!hit) return s;
+    size_t count = 0;
+    for (const char *q = hit; q; q = memmem(q + st->npat, n - (size_t)(q + st->npat - s), st->pat, st->npat)) count++;
+    size_t len = n - count * st->npat + count * st->nrep, o = 0, i = 0;
+    char *d = nbuf(t, k, len);
+    for (const char *q = hit; q; q = memmem(s + i, n - i, st->pat, st->npat)) {
+        size_t at = (size_t)(q - s);
+        memcpy(d + o, s + i, at - i); o += at - i;
+        memcpy(d + o, st->rep, st->nrep); o += st->nrep;
+        i = at + st->npat;
+    }
+    memcpy(d + o, s + i, n - i);
+    *out_n = len;
+    return d;
+}
+
+// The normalizer steps over s[0..n), in the tokenizer's scratch buffers (valid until the next
+// call); returns s itself when nothing changes.
+static const char *normalize_scratch(struct tokenizer *t, const char *s, size_t n, size_t *out_n)
+{
+    int k = 0;
+    for (size_t i = 0; i < t->n_norm; i++) {
+        const struct norm_step *st = &t->norm[i];
+        const char *r = s;
+        size_t rn = n;
+        switch (st->kind) {
+        case NORM_NFC: r = nfc_step(t, k, s, n, &rn); break;
+        case NORM_REPLACE: r = replace_step(t, k, st, s, n, &rn); break;
+        case NORM_PREPEND:
+            if (n == 0) break;   // prepend.rs: only to a non-empty string
+            r = nbuf(t, k, st->npat + n);
+            memcpy((char *)r, st->pat, st->npat);
+            memcpy((char *)r + st->npat, s, n);
+            rn = st->npat + n;
+            break;
+        }
+        if (r != s) k ^= 1;
+        s = r;
+        n = rn;
+    }
+    *out_n = n;
+    return s;
 }
 
 enum stage { STAGE_RAW, STAGE_NORMALIZED };
@@ -1299,10 +1659,12 @@ static void encode_piece(struct tokenizer *t, enum stage st, const char *s, size
 {
     if (st == STAGE_RAW) {
         size_t nn;
-        const char *norm = nfc_scratch(t, s, n, &nn);
+        t->piece_first = s == t->text;
+        const char *norm = normalize_scratch(t, s, n, &nn);
+        t->norm_text = norm;
         added_split(t, STAGE_NORMALIZED, &t->trie_norm, norm, nn, out);
     } else {
-        pretok_run(t, 0, s, n, out);
+        pretok_run(t, 0, s, n, t->piece_first && s == t->norm_text, out);
     }
 }
 
@@ -1316,6 +1678,7 @@ int tokenizer_encode(struct tokenizer *t, const char *text, size_t len, bool add
     }
     if (add_special)
         for (size_t i = 0; i < t->n_prefix; i++) push(out, t->prefix[i]);
+    t->text = text;
     if (len > 0) added_split(t, STAGE_RAW, &t->trie_raw, text, len, out);
     if (add_special)
         for (size_t i = 0; i < t->n_suffix; i++) push(out, t->suffix[i]);
@@ -1325,9 +1688,125 @@ int tokenizer_encode(struct tokenizer *t, const char *text, size_t len, bool add
 // ---------------------------------------------------------------------------------------------
 // decode and lookups
 
+// A list of token strings the character-level decoder steps rewrite: token i is
+// buf[tok[i].off, +tok[i].len).
+struct chain {
+    char *buf;
+    size_t len, cap;
+    struct { size_t off, len; } *tok;
+    size_t n, tcap;
+};
+
+static void chain_add(struct chain *c, const char *s, size_t n)   // to the last token
+{
+    if (c->len + n > c->cap) { c->cap = 2 * (c->len + n) + 64; c->buf = xrealloc(c->buf, c->cap); }
+    memcpy(c->buf + c->len, s, n);
+    c->len += n;
+    c->tok[c->n - 1].len += n;
+}
+
+static void chain_new(struct chain *c, const char *s, size_t n)   // a new token
+{
+    if (c->n == c->tcap) { c->tcap = 2 * c->tcap + 16; c->tok = xrealloc(c->tok, c->tcap * sizeof *c->tok); }
+    c->tok[c->n].off = c->len;
+    c->tok[c->n++].len = 0;
+    chain_add(c, s, n);
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+// byte_fallback.rs: a token "<0xHH>" (6 bytes; HH as Rust's u8::from_str_radix(_, 16) reads it).
+static bool byte_token(const char *s, size_t n, uint8_t *b)
+{
+    if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return false;
+    int hi = s[3] == '+' ? 0 : hex_digit(s[3]), lo = hex_digit(s[4]);
+    if (hi < 0 || lo < 0) return false;
+    *b = (uint8_t)(16 * hi + lo);
+    return true;
+}
+
+// Appends s with every pat replaced by rep as a new token.
+static void chain_replace(struct chain *out, const char *s, size_t n, const char *pat, size_t np, const char *rep,
+                          size_t nr)
+{
+    chain_new(out, "", 0);
+    size_t i = 0;
+    for (const char *q; (q = memmem(s + i, n - i, pat, np)) != NULL; i = (size_t)(q - s) + np) {
+        chain_add(out, s + i, (size_t)(q - s) - i);
+        chain_add(out, rep, nr);
+    }
+    chain_add(out, s + i, n - i);
+}
+
+// ByteFallback: runs of byte tokens become their text when it is valid UTF-8, else one U+FFFD
+// per byte (String::from_utf8 failing in byte_fallback.rs).
+static void flush_bytes(struct chain *out, const char *bytes, size_t nb)
+{
+    if (nb == 0) return;
+    if (tokenizer_utf8_valid(bytes, nb, NULL)) { chain_new(out, bytes, nb); return; }
+    for (size_t i = 0; i < nb; i++) chain_new(out, "\xEF\xBF\xBD", 3);
+}
+
+static void dec_apply(const struct dec_step *st, const struct chain *in, struct chain *out)
+{
+    out->len = out->n = 0;
+    char *bytes = NULL;
+    size_t nb = 0;
+    if (st->kind == DEC_FUSE) chain_new(out, in->buf, in->len);
+    if (st->kind == DEC_BYTEFALLBACK) bytes = xmalloc(in->n + 1);
+    for (size_t i = 0; i < in->n && st->kind != DEC_FUSE; i++) {
+        const char *s = in->buf + in->tok[i].off;
+        size_t n = in->tok[i].len;
+        uint8_t b;
+        switch (st->kind) {
+        case DEC_REPLACE: chain_replace(out, s, n, st->pat, st->npat, st->rep, st->nrep); break;
+        case DEC_METASPACE:
+            chain_replace(out, s, n, st->pat, st->npat, " ", i == 0 && st->strip_first ? 0 : 1);
+            break;
+        case DEC_BYTEFALLBACK:
+            if (byte_token(s, n, &b)) { bytes[nb++] = (char)b; break; }
+            flush_bytes(out, bytes, nb);
+            nb = 0;
+            chain_new(out, s, n);
+            break;
+        case DEC_STRIP: {
+            size_t a = 0, e = n, np = st->npat;
+            for (size_t k = 0; k < st->start && a + np <= n && memcmp(s + a, st->pat, np) == 0; k++) a += np;
+            for (size_t k = 0; k < st->stop && e >= np && memcmp(s + e - np, st->pat, np) == 0; k++) e -= np;
+            chain_new(out, s + a, e > a ? e - a : 0);
+            break;
+        }
+        case DEC_FUSE: break;
+        }
+    }
+    flush_bytes(out, bytes, nb);
+    free(bytes);
+}
+
+// Character-level decoding: the token strings through the decoder steps, then concatenated.
+static char *decode_chars(const struct tokenizer *t, const int32_t *ids, size_t n, bool skip_special, size_t *len)
+{
+    struct chain c[2] = { { 0 }, { 0 } };
+    for (size_t i = 0; i < n; i++) {
+        const char *s = tokenizer_token_str(t, ids[i]);
+        if (!s || (skip_special && tokenizer_is_special(t, ids[i]))) continue;
+        size_t sl = t->added_of[ids[i]] >= 0 ? t->added[t->added_of[ids[i]]].len : t->str[ids[i]].len;
+        chain_new(&c[0], s, sl);
+    }
+    int k = 0;
+    for (size_t i = 0; i < t->n_dec; i++, k ^= 1) dec_apply(&t->dec_step[i], &c[k], &c[k ^ 1]);
+    char *res = utf8_lossy(c[k].buf ? c[k].buf : "", c[k].len, len);
+    free(c[0].buf); free(c[0].tok); free(c[1].buf); free(c[1].tok);
+    return res;
+}
+
 char *tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, bool skip_special,
                        size_t *len)
 {
+    if (!t->bytelevel) return decode_chars(t, ids, n, skip_special, len);
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
         if (ids[i] >= 0 && ids[i] < t->vocab_size && t->dec[ids[i]].len != UINT32_MAX) total += t->dec[ids[i]].len;

@@ -10,8 +10,10 @@
 //   node tok-encode.mjs fields    NAME...                < objects.jsonl > the named string fields
 //   node tok-encode.mjs tokens                           < example records (to-json) > their ids
 //   node tok-encode.mjs llama-variant QWEN_JSON OUT_JSON < /dev/null   (writes a Llama-3-style json)
+//   node tok-encode.mjs sp-variant SP_JSON OUT_JSON KIND < /dev/null   (a Metaspace variant, below)
 //   node tok-encode.mjs bench     TOKENIZER_JSON [CONFIG_JSON]             < lines > "bytes s MB/s"
 //
+// encode and roundtrip take --special (add the post-processor's special tokens) and --hf-only.
 // stdin holds one JSON string per line. encode prints ids space-separated; roundtrip prints
 // JSON(decode(encode(s))) from the @huggingface port; nfc prints JSON(s.normalize("NFC")), text
 // JSON(s) (what decode(encode(s)) must give for a tokenizer without a normalizer).
@@ -23,6 +25,9 @@ import { TokenizerLoader } from "@lenml/tokenizers";
 const args = process.argv.slice(2);
 const mode = args[0];
 const special = args.includes("--special");
+// --hf-only: @huggingface/tokenizers alone, for files @lenml/tokenizers reads wrongly (it ignores
+// Metaspace's prepend_scheme, so it never prepends "▁" for the sp-variant files).
+const hfOnly = args.includes("--hf-only");
 const files = args.slice(1).filter((a) => !a.startsWith("--"));
 const lines = readFileSync(0, "utf8").split("\n").filter((l) => l.length > 0).map((l) => JSON.parse(l));
 
@@ -71,6 +76,25 @@ if (mode === "llama-variant") {
     writeFileSync(dst, JSON.stringify(j));
     process.exit(0);
 }
+if (mode === "sp-variant") {
+    // A SentencePiece-style tokenizer (Llama-2 layout: Prepend + Replace normalizers) rewritten
+    // to use the Metaspace pre-tokenizer instead, as newer conversions do. KIND "first":
+    // prepend_scheme "first" (Mistral-v0.3 / legacy=false style), decoder kept. KIND "always":
+    // prepend_scheme "always", ignore_merges, and the Metaspace decoder after ByteFallback.
+    // split is false in both: the JS ports do not split at "▁" (metaspace.rs does; the unit
+    // test covers split=true).
+    const [src, dst, kind] = files;
+    const j = JSON.parse(readFileSync(src, "utf8"));
+    j.normalizer = null;
+    j.pre_tokenizer = { type: "Metaspace", replacement: "\u2581", prepend_scheme: kind, split: false };
+    if (kind === "always") {
+        j.model.ignore_merges = true;
+        j.decoder = { type: "Sequence", decoders: [{ type: "ByteFallback" },
+            { type: "Metaspace", replacement: "\u2581", prepend_scheme: "always", split: false }] };
+    }
+    writeFileSync(dst, JSON.stringify(j));
+    process.exit(0);
+}
 if (mode === "tokens") {   // to-json lines of example records -> their token ids
     const out = lines.map((o) => o.tokens.join(" "));
     process.stdout.write(out.join("\n") + (out.length ? "\n" : ""));
@@ -85,7 +109,7 @@ if (mode === "nfc" || mode === "text") {
 const json = JSON.parse(readFileSync(files[0], "utf8"));
 const config = files[1] ? JSON.parse(readFileSync(files[1], "utf8")) : {};
 const hf = new Tokenizer(json, config);
-const lenml = TokenizerLoader.fromPreTrained({ tokenizerJSON: json, tokenizerConfig: config });
+const lenml = hfOnly ? null : TokenizerLoader.fromPreTrained({ tokenizerJSON: json, tokenizerConfig: config });
 
 const out = [];
 if (mode === "bench") {
@@ -101,7 +125,7 @@ if (mode === "bench") {
 for (let i = 0; i < lines.length; i++) {
     const s = lines[i];
     const a = hf.encode(s, { add_special_tokens: special }).ids;
-    const b = lenml.encode(s, { add_special_tokens: special });
+    const b = hfOnly ? a : lenml.encode(s, { add_special_tokens: special });
     if (a.length !== b.length || a.some((x, k) => x !== b[k])) {
         console.error(`tok-encode: line ${i + 1}: the two reference tokenizers disagree on ${JSON.stringify(s).slice(0, 200)}`);
         console.error(`  @huggingface/tokenizers: ${a.join(" ")}`);

