@@ -167,7 +167,7 @@ int main(int argc, char **argv)
     tool_init(argv[0]);
     struct opts o = parse_args(argc, argv);
     const char *name;
-    FILE *fp = open_input(o.file, &name);
+    FILE *fp = open_input_path(o.file, &name);
     FILE *in = jsonl_gunzip(fp, name);
     struct jsonl_reader jr;
     jsonl_open(&jr, in, name, o.max_line);

@@ -358,11 +358,11 @@ int main(int argc, char **argv)
     tool_init(argv[0]);
     struct run r = { .o = parse_args(argc, argv) };
     setup(&r);
+    const char *name;
+    FILE *fp = open_input_path(r.o.file, &name);   // before the header: a missing file writes nothing
     struct rec_writer w;
     rec_writer_open(&w, stdout);
     rec_write_header(&w, "srlm.examples", NULL, 5, pack_header_fields, &r);
-    const char *name;
-    FILE *fp = open_input(r.o.file, &name);
     FILE *in = jsonl_gunzip(fp, name);
     struct jsonl_reader jr;
     jsonl_open(&jr, in, name, r.o.max_line);

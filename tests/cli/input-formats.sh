@@ -45,6 +45,9 @@ expect_rc 64 "tokenize: two operands" -- tokenize --tokenizer "$TINY" in.jsonl i
 expect_err "too many operands" "two operands message"
 expect_rc 66 "tokenize: missing FILE" -- tokenize --tokenizer "$TINY" nope.jsonl
 expect_err "nope.jsonl" "missing FILE is named"
+[ -s "$TMP/out" ] && bad "tokenize: a missing FILE still wrote a header" || ok
+expect_rc 66 "tokenize: a directory" -- tokenize --tokenizer "$TINY" "$TMP"
+expect_rc 66 "from-json: a directory" -- from-json "$TMP"
 expect_rc 65 "errors name the FILE" -- tokenize --tokenizer "$TINY" <(echo '{"prompt":3}')
 expect_err "line 1: field \"prompt\"" "error names the line"
 
