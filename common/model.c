@@ -630,7 +630,7 @@ int model_tokenizer_vocab_size(const char *path)
     size_t len;
     char *text = read_file(path, &len);
     json_error_t err;
-    json_t *root = json_loadb(text, len, 0, &err);
+    json_t *root = json_load_text(text, len, 0, &err);
     free(text);
     if (!root) die(EX_DATAERR, "%s: not valid JSON: %s (line %d)", path, err.text, err.line);
     long long top = -1;

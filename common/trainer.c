@@ -3,6 +3,7 @@
 #include "blas.h"
 #include "json.h"
 #include "lora.h"
+#include "tfevents.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -67,6 +68,7 @@ int trainer_parse_option(struct trainer_options *o, int c, const char *arg)
     case TRAINER_O_LORA_TARGETS: o->lora_targets = arg; return 1;
     case TRAINER_O_CONTINUE: o->continue_dir = arg; return 1;
     case TRAINER_O_ADAPTER: o->adapter_dir = arg; return 1;
+    case TRAINER_O_LOG_DIR: o->log_dir = arg; return 1;
     }
     return 0;
 }
@@ -114,6 +116,8 @@ void trainer_usage(FILE *f)
         "      --lora-alpha X       LoRA alpha (default 2R); scaling = alpha / R\n"
         "      --lora-targets LIST  q,k,v,o,gate,up,down | attn | mlp | all (default all)\n"
         "      --adapter DIR        start the LoRA adapter from DIR (PEFT layout) instead of new\n"
+        "      --log-dir DIR        also write the metrics as TensorBoard event files in DIR\n"
+        "                           (created; tags train/<name>; flushed every step)\n"
         "  -q, -v                   quieter (no progress lines), more verbose\n");
 }
 
@@ -619,6 +623,7 @@ void trainer_begin(struct trainer *t, struct rec_writer *w, const msgpack_object
     struct header_ctx h = {t, ntool, tool_opts, ctx};
     rec_write_header(w, "srlm.metrics", upstream, t->lora ? 8 : 7, pack_header, &h);
     rec_flush(w);
+    if (t->opt.log_dir) t->tb = tfevents_open(t->opt.log_dir);
     t->t_start = t->t_last = now_seconds();
 }
 
@@ -669,6 +674,48 @@ bool trainer_done(const struct trainer *t)
     return t->opt.steps && t->step >= t->opt.steps;
 }
 
+// The metrics record of step s (see trainer.h): to the output stream, and with --log-dir once
+// more into memory for log_tensorboard. m->extra must pack the same fields every call.
+static void pack_metrics(struct rec_writer *w, long s, const struct trainer_metrics *m, double lr,
+                         double gn, double tps, double elapsed, long epoch)
+{
+    rec_record_begin(w, (uint32_t)(9 + m->nextra));
+    rec_pack_key(w, "kind"); rec_pack_str(w, "metrics");
+    rec_pack_key(w, "step"); rec_pack_int(w, s);
+    rec_pack_key(w, "loss"); rec_pack_double(w, m->loss);
+    rec_pack_key(w, "lr"); rec_pack_double(w, lr);
+    rec_pack_key(w, "grad_norm"); rec_pack_double(w, gn);
+    rec_pack_key(w, "tokens"); rec_pack_int(w, m->tokens);
+    rec_pack_key(w, "tokens_per_s"); rec_pack_double(w, tps);
+    rec_pack_key(w, "epoch"); rec_pack_int(w, epoch);
+    rec_pack_key(w, "elapsed_s"); rec_pack_double(w, elapsed);
+    if (m->extra) m->extra(w, m->ctx);
+    rec_record_end(w);
+}
+
+// --log-dir: every number of step s's metrics record as a TensorBoard scalar train/<name>
+// (nested maps as a/b), flushed so that tensorboard --logdir shows the step.
+static void log_tensorboard(struct trainer *t, long s, const struct trainer_metrics *m, double lr,
+                            double gn, double tps, double elapsed)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *fp = open_memstream(&buf, &n);
+    if (!fp) die(EX_OSERR, "open_memstream:");
+    struct rec_writer mw;
+    rec_writer_open(&mw, fp);
+    pack_metrics(&mw, s, m, lr, gn, tps, elapsed, t->epoch);
+    if (fclose(fp) != 0) die(EX_OSERR, "open_memstream:");
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    ASSERT(msgpack_unpack_next(&u, buf, n, NULL) == MSGPACK_UNPACK_SUCCESS);
+    static const char *const skip[] = {"kind", "step", NULL};
+    tfevents_map(t->tb, "train/", &u.data, skip, s, tfevents_wall_time());
+    tfevents_flush(t->tb);
+    msgpack_unpacked_destroy(&u);
+    free(buf);
+}
+
 int trainer_step(struct trainer *t, const struct trainer_metrics *m)
 {
     long s = t->step + 1;
@@ -684,20 +731,9 @@ int trainer_step(struct trainer *t, const struct trainer_metrics *m)
 
     double now = now_seconds(), dt = now - t->t_last;
     double tps = dt > 0 ? (double)m->tokens / dt : 0.0;
-    struct rec_writer *w = t->w;
-    rec_record_begin(w, (uint32_t)(9 + m->nextra));
-    rec_pack_key(w, "kind"); rec_pack_str(w, "metrics");
-    rec_pack_key(w, "step"); rec_pack_int(w, s);
-    rec_pack_key(w, "loss"); rec_pack_double(w, m->loss);
-    rec_pack_key(w, "lr"); rec_pack_double(w, lr);
-    rec_pack_key(w, "grad_norm"); rec_pack_double(w, gn);
-    rec_pack_key(w, "tokens"); rec_pack_int(w, m->tokens);
-    rec_pack_key(w, "tokens_per_s"); rec_pack_double(w, tps);
-    rec_pack_key(w, "epoch"); rec_pack_int(w, t->epoch);
-    rec_pack_key(w, "elapsed_s"); rec_pack_double(w, now - t->t_start);
-    if (m->extra) m->extra(w, m->ctx);
-    rec_record_end(w);
-    rec_flush(w);
+    pack_metrics(t->w, s, m, lr, gn, tps, now - t->t_start, t->epoch);
+    rec_flush(t->w);
+    if (t->tb) log_tensorboard(t, s, m, lr, gn, tps, now - t->t_start);
     char total[32] = "";
     if (t->opt.steps) snprintf(total, sizeof total, "/%ld", t->opt.steps);
     log_info("step=%ld%s loss=%.4f lr=%.1e tok/s=%.0f%s%s", s, total, m->loss, lr, tps,
@@ -779,6 +815,7 @@ void trainer_finish(struct trainer *t)
     double dt = now_seconds() - t->t_start;
     log_info("done: %ld steps, %lld tokens, %.1f s", t->step - t->start_step, t->tokens_total, dt);
     rec_write_end(t->w);
+    tfevents_close(t->tb);
     free(t->grad_memory);
     free(t->m1);
     free(t->m2);

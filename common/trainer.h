@@ -129,7 +129,7 @@ enum trainer_opt {
     TRAINER_O_BETA2, TRAINER_O_EPS, TRAINER_O_CLIP, TRAINER_O_SAVE_EVERY, TRAINER_O_RESUME,
     TRAINER_O_SEED, TRAINER_O_THREADS, TRAINER_O_SAVE_DTYPE, TRAINER_O_MAX_RECORD_BYTES,
     TRAINER_O_LORA_RANK, TRAINER_O_LORA_ALPHA, TRAINER_O_LORA_TARGETS, TRAINER_O_CONTINUE,
-    TRAINER_O_ADAPTER,
+    TRAINER_O_ADAPTER, TRAINER_O_LOG_DIR,
 };
 
 // Entries for a struct option array (no terminator).
@@ -150,7 +150,8 @@ enum trainer_opt {
     {"lora-alpha", required_argument, 0, TRAINER_O_LORA_ALPHA}, \
     {"lora-targets", required_argument, 0, TRAINER_O_LORA_TARGETS}, \
     {"continue", required_argument, 0, TRAINER_O_CONTINUE}, \
-    {"adapter", required_argument, 0, TRAINER_O_ADAPTER}
+    {"adapter", required_argument, 0, TRAINER_O_ADAPTER}, \
+    {"log-dir", required_argument, 0, TRAINER_O_LOG_DIR}
 
 struct trainer_options {
     const char *model_dir;        // --model DIR (required)
@@ -175,6 +176,7 @@ struct trainer_options {
     const char *lora_targets;     // --lora-targets (default "all")
     const char *continue_dir;     // --continue DIR: the run checkpointed in DIR goes on (below)
     const char *adapter_dir;      // --adapter DIR: a LoRA run starts from this adapter
+    const char *log_dir;          // --log-dir DIR: TensorBoard event files (tfevents.h), or NULL
     unsigned long long set;       // bit (code - TRAINER_OPT_BASE): options given on the command line
 };
 
@@ -221,6 +223,7 @@ struct trainer {
     double t_last;                // time the previous step ended (for tokens_per_s)
     double t_start;
     long long tokens_total;
+    struct tfevents *tb;          // --log-dir's writer, or NULL
 };
 
 // What a tool reports for a step. extra packs nextra key/value pairs into the metrics record;
