@@ -138,6 +138,12 @@ struct tokenizer {
     bool byte_fallback, fuse_unk; // character-level: unknown characters become <0xXX> tokens / one unk
     int32_t fallback_id[256];     // id of "<0xXX>" for each byte, -1 if none
     int32_t ascii_id[128];        // character-level: id of each ASCII character, -1 if none
+    // Character-level words are cut before a "▁" where no merge can join the two sides (see
+    // bpe_words): the characters c for which some merge (a ending in c, b starting with "▁")
+    // exists. sp_cut is false when that cut is not exact (ignore_merges, no "▁" token, many c).
+    bool sp_cut;
+    int32_t sp_join[16];
+    size_t n_sp_join;
     // added tokens
     struct added_token *added;
     size_t n_added;
@@ -577,6 +583,15 @@ static void load_vocab(struct tokenizer *t, const json_t *vocab)
     }
 }
 
+// A merge (a, b) where b starts with "▁" and a ends with c: a word may not be cut between c and "▁".
+static void note_join(struct tokenizer *t, int32_t c)
+{
+    for (size_t i = 0; i < t->n_sp_join; i++)
+        if (t->sp_join[i] == c) return;
+    if (t->n_sp_join == sizeof t->sp_join / sizeof t->sp_join[0]) { t->sp_cut = false; return; }
+    t->sp_join[t->n_sp_join++] = c;
+}
+
 // A merge is "a b" (one space) or ["a", "b"]; both halves and their concatenation must be tokens.
 static void load_merges(struct tokenizer *t, const json_t *merges)
 {
@@ -613,6 +628,9 @@ static void load_merges(struct tokenizer *t, const json_t *merges)
         if (ia < 0 || ib < 0 || iab < 0)
             bad(path, "model.merges[%zu]: \"%s\" + \"%s\": token not in the vocabulary", r, a, b);
         mergemap_put(&t->merges, ia, ib, (uint32_t)r, iab);
+        if (!t->bytelevel && lb >= 3 && memcmp(b, "\xe2\x96\x81", 3) == 0 && la > 0 &&
+            !(la >= 3 && memcmp(a + la - 3, "\xe2\x96\x81", 3) == 0))
+            note_join(t, utf8_last(a, la));
         free(split);
     }
     free(cat);
@@ -642,6 +660,8 @@ static void load_model(struct tokenizer *t, const json_t *model)
     }
     t->ignore_merges = get_bool(path, model, "ignore_merges", false);
     load_vocab(t, json_object_get(model, "vocab"));
+    t->sp_cut = !t->bytelevel && !t->ignore_merges &&
+                strmap_find(&t->by_str, t->str, t->pool, "\xe2\x96\x81", 3) >= 0;
     load_merges(t, json_object_get(model, "merges"));
     t->unk_id = -1;
     const json_t *unk = json_object_get(model, "unk_token");
@@ -1400,6 +1420,36 @@ static void bpe_cached(struct tokenizer *t, const char *w, size_t n, struct tok_
     t->cache_n++;
 }
 
+// A character-level word cut into the pieces that start at a "▁" following a character c that
+// is in the vocabulary, is not "▁" and ends no merge (c, "▁..."): BPE can never join across such
+// a cut (a merge across it would be one of those), so merging the pieces apart gives the same
+// ids as merging the whole word, and the pieces ("▁the") hit the cache. Without a pre-tokenizer
+// (Gemma, Llama-2) the word is a whole line otherwise.
+static void bpe_words(struct tokenizer *t, const char *w, size_t n, struct tok_ids *out)
+{
+    if (!t->sp_cut) { bpe_cached(t, w, n, out); return; }
+    size_t start = 0, i = 1;
+    while (i + 2 < n) {
+        const char *q = memchr(w + i, 0xE2, n - i - 2);
+        if (!q) break;
+        i = (size_t)(q - w);
+        if (q[1] != '\x96' || q[2] != '\x81') { i++; continue; }
+        size_t pl = 1;
+        while (pl < i && ((unsigned char)w[i - pl] & 0xC0) == 0x80) pl++;
+        int32_t c;
+        utf8_decode((const unsigned char *)w + i - pl, &c);
+        bool cut = i > start && c != 0x2581 &&
+                   (c < 0x80 ? t->ascii_id[c] >= 0 : strmap_find(&t->by_str, t->str, t->pool, w + i - pl, pl) >= 0);
+        for (size_t k = 0; cut && k < t->n_sp_join; k++) cut = t->sp_join[k] != c;
+        if (cut) {
+            bpe_cached(t, w + start, i - start, out);
+            start = i;
+        }
+        i += 3;
+    }
+    bpe_cached(t, w + start, n - start, out);
+}
+
 // ---------------------------------------------------------------------------------------------
 // pre-tokenizer pipeline: each step splits a piece and hands the sub-pieces to the next step;
 // after the last step a piece is a word for BPE. `first`: the piece starts at offset 0 of the
@@ -1515,7 +1565,7 @@ static void pretok_metaspace(struct tokenizer *t, size_t step, struct pretok *p,
 static void pretok_run(struct tokenizer *t, size_t step, const char *s, size_t n, bool first,
                        struct tok_ids *out)
 {
-    if (step == t->n_pretok) { bpe_cached(t, s, n, out); return; }
+    if (step == t->n_pretok) { bpe_words(t, s, n, out); return; }
     struct pretok *p = &t->pretok[step];
     switch (p->kind) {
     case PRETOK_SPLIT: pretok_regex(t, step, p, s, n, first, out); break;

@@ -180,7 +180,7 @@ if [ -f "$LLAMA2" ]; then
     "$TT" roundtrip "$TMP/sp-first.json" <"$SP_STRESS" >"$TMP/rt.c"
     expect_same "$TMP/rt.js" "$TMP/rt.c" "metaspace-first: decode(encode(x)) equals the reference decode"
 fi
-printf '%s\n' '"ab"' '"b a"' '" a"' '"\u20ac"' '"\u00a2\u00a2"' '"a\n"' '"<s>a"' '"a  b"' '"a<s>a"' >"$TMP/sp-tiny.in"
+printf '%s\n' '"ab"' '"b a"' '"a a"' '"bb a b a"' '" a"' '"\u20ac"' '"\u00a2\u00a2"' '"a\n"' '"<s>a"' '"a  b"' '"a<s>a"' >"$TMP/sp-tiny.in"
 compare sp-tiny "$TOP/tests/data/tok-sp-tiny/tokenizer.json" "$TMP/sp-tiny.in" --special
 
 # --- chat templates: `tokenize` against the models' real Jinja templates, rendered by

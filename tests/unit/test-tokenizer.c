@@ -111,7 +111,8 @@ static void test_sp_tiny(void)
     struct tokenizer *t = tokenizer_new(SP_TINY);
     // Prepend "▁" + Replace " " -> "▁"; (a,b) outranks (▁,a): "▁ab" is ▁ + ab
     CHECK(same_ids(t, "ab", false, (int32_t[]){ 6, 10, -1 }));
-    CHECK(same_ids(t, "b a", false, (int32_t[]){ 6, 8, 9, -1 }));
+    CHECK(same_ids(t, "b a", false, (int32_t[]){ 6, 16, -1 }));          // merge "b ▁a": not cut before ▁
+    CHECK(same_ids(t, "a a", false, (int32_t[]){ 9, 9, -1 }));
     CHECK(same_ids(t, " a", false, (int32_t[]){ 6, 9, -1 }));           // (▁,a) outranks (▁,▁)
     CHECK(same_ids(t, "\xe2\x82\xac", false, (int32_t[]){ 6, 3, 4, 5, -1 }));   // € by byte fallback
     CHECK(same_ids(t, "\xc2\xa2\xc2\xa2", false, (int32_t[]){ 6, 0, -1 }));   // no <0xC2>: one fused unk
