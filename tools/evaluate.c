@@ -1,13 +1,14 @@
 // evaluate — summarises a scored sample stream: pass@k (unbiased estimator), maj@k (majority vote
 // over extracted answers) and greedy accuracy, each with a 95% confidence interval (docs/eval.md).
 //
-// stdin:  a scored srlm.samples stream (rollout | score), or a scored srlm.examples stream: groups
+// input:  the FILE operand or stdin: a scored srlm.samples stream (rollout | score), or a scored
+//         srlm.examples stream: groups
 //         of samples per prompt, contiguous, identified by `id`. Per record it reads
 //         `rewards.correct` (else `reward`), `pred` (the extracted answer, for maj@k), and when
 //         present `sample` / `group_size` (checked) and `reward` (its mean is reported).
 // stdout: a srlm.metrics stream holding one record of kind "eval" (default), or the same record
 //         as one JSON line (--json), or CSV rows (--csv). A table goes to stderr (not with -q).
-// files:  none.
+// files:  none (no model: evaluate reads the rewards score wrote).
 #include "evalstats.h"
 #include "json.h"
 #include "rec.h"
@@ -29,7 +30,7 @@ static struct {
     double threshold;
     int bootstrap, greedy, format;   // format: 0 msgpack, 1 json, 2 csv
     uint64_t seed;
-    const char *label;
+    const char *label, *input;
     size_t max_record_bytes;
 } opt = {.threshold = 0.5, .bootstrap = 1000, .seed = 1337, .max_record_bytes = REC_DEFAULT_MAX_BYTES};
 
@@ -37,10 +38,10 @@ static void usage(FILE *f)
 {
     fprintf(f,
         "usage: evaluate [-hqvV] [--json | --csv] [--greedy] [--k k1,k2,...] [--threshold t]\n"
-        "                [--bootstrap n] [--seed n] [--label name] [--max-record-bytes n] < scored\n"
+        "                [--bootstrap n] [--seed n] [--label name] [--max-record-bytes n] [FILE]\n"
         "\n"
-        "Summarises a scored srlm.samples stream (G samples per prompt) as pass@k, maj@k and\n"
-        "greedy accuracy with 95%% confidence intervals.\n"
+        "Summarises a scored srlm.samples stream (G samples per prompt; FILE, or stdin when FILE\n"
+        "is absent or -) as pass@k, maj@k and greedy accuracy with 95%% confidence intervals.\n"
         "  --k LIST             k values (default 1, 2, 4, ... up to the smallest group, and that size)\n"
         "  --greedy             the stream is greedy decoding: one sample per prompt, reported as\n"
         "                       greedy pass@1\n"
@@ -51,7 +52,11 @@ static void usage(FILE *f)
         "  --json               write the eval record as one JSON line instead of a stream\n"
         "  --csv                write CSV: label,metric,k,value,ci_low,ci_high,ci,prompts,samples\n"
         "  --max-record-bytes N largest input record (default 64M)\n"
-        "  -q, -v               quieter (no table), more verbose;  -h help;  -V version\n");
+        "  -q, -v               quieter (no table), more verbose;  -h help;  -V version\n"
+        "\n"
+        "Exit status: 0 ok, 64 usage, 65 bad input (a malformed stream, unscored samples, groups\n"
+        "out of order or of the wrong size, a k above a group's size), 66 missing FILE,\n"
+        "74 I/O error.\n");
 }
 
 static void parse_ks(const char *s)
@@ -103,7 +108,8 @@ static void parse_args(int argc, char **argv)
         default: usage_error("unknown option '%s'", argv[optind - 1]);
         }
     }
-    if (optind < argc) usage_error("unexpected argument \"%s\" (evaluate reads stdin)", argv[optind]);
+    if (argc - optind > 1) usage_error("too many operands (one input file at most)");
+    if (optind < argc) opt.input = argv[optind];
     if (opt.greedy && opt.nk && (opt.nk > 1 || opt.k[0] != 1)) usage_error("--greedy reports pass@1 only; drop --k");
 }
 
@@ -246,6 +252,8 @@ static void summarise(struct metric *m, const double *v, size_t P, bool binary)
     }
 }
 
+static const char *in_name = "<stdin>";   // the input's name, for messages
+
 static int compute(const struct state *s, struct metric *out, long *min_n, long *max_n)
 {
     size_t P = s->P;
@@ -255,13 +263,13 @@ static int compute(const struct state *s, struct metric *out, long *min_n, long 
         if (s->p[i].n < *min_n) *min_n = s->p[i].n, arg = i;
         if (s->p[i].n > *max_n) *max_n = s->p[i].n;
     }
-    if (opt.greedy && *max_n > 1) die(EX_DATAERR, "<stdin>: --greedy, but prompts have up to %ld samples", *max_n);
+    if (opt.greedy && *max_n > 1) die(EX_DATAERR, "%s: --greedy, but prompts have up to %ld samples", in_name, *max_n);
     long ks[MAX_K];
     int nk = 0;
     if (opt.nk) {
         for (int i = 0; i < opt.nk; i++) {
             if (opt.k[i] > *min_n)
-                die(EX_DATAERR, "<stdin>: --k %ld: prompt #%zu has only %ld samples", opt.k[i], arg + 1, *min_n);
+                die(EX_DATAERR, "%s: --k %ld: prompt #%zu has only %ld samples", in_name, opt.k[i], arg + 1, *min_n);
             ks[nk++] = opt.k[i];
         }
     } else {
@@ -411,13 +419,14 @@ int main(int argc, char **argv)
     parse_args(argc, argv);
     static const char *schemas[] = {"srlm.samples", "srlm.examples", NULL};
     struct rec_reader r;
-    rec_reader_open(&r, stdin, "<stdin>", opt.max_record_bytes);
+    FILE *in = open_input_path(opt.input, &in_name);
+    rec_reader_open(&r, in, in_name, opt.max_record_bytes);
     const msgpack_object *hdr = rec_read_header(&r, schemas, "evaluate reads the output of score (rollout | score)");
     struct state s = {0};
     msgpack_object rec;
     while (rec_reader_next_data(&r, &rec)) add_sample(&s, &r, &rec);
     close_group(&s, r.name);
-    if (!s.P) die(EX_DATAERR, "<stdin>: no samples to evaluate");
+    if (!s.P) die(EX_DATAERR, "%s: no samples to evaluate", in_name);
     struct metric m[2 * MAX_K + 4];
     struct summary u = {.s = &s, .m = m};
     u.nm = compute(&s, m, &u.min_n, &u.max_n);
@@ -426,5 +435,6 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < s.P; i++) free(s.p[i].maj_ok);
     free(s.p), free(s.pred), free(s.ok), free(s.ids);
     rec_reader_close(&r);
+    close_input(in);
     tool_exit(0);
 }

@@ -20,7 +20,14 @@ expect_rc 64 "k twice" -- evaluate --k 2,2
 expect_rc 64 "json and csv" -- evaluate --json --csv
 expect_rc 64 "greedy with k" -- evaluate --greedy --k 4
 expect_rc 64 "bad bootstrap" -- evaluate --bootstrap 0
-expect_rc 64 "operand" -- evaluate file
+awk 'BEGIN{RS=""} {p=$0} END{print p}' <(evaluate --help) | head -n 1 | grep -q '^Exit status:' && ok \
+    || bad "--help does not end with an 'Exit status:' paragraph"
+expect_rc 66 "missing FILE" -- evaluate "$TMP/nope.mp"
+expect_err "$TMP/nope.mp" "missing FILE named"
+expect_rc 66 "a directory as FILE" -- evaluate "$TMP"
+expect_err "Is a directory" "directory message"
+expect_rc 64 "two operands" -- evaluate a b
+expect_err "too many operands" "two operands message"
 
 # --- a hand-computed case
 # prompt a: 5 (ok), 6, 6.0, 5 (ok)    c=2 of 4; maj@2: tie 5/6 -> 5 (first) ok; maj@4: tie 2-2 -> 5 ok
@@ -58,6 +65,13 @@ for k, s in (('maj@2', 1), ('maj@4', 2), ('pass@4', 2)):
 P
 grep -q 'pass@2 *0.8333 *\[0.8333, 0.8333\] *bootstrap' "$TMP/h.err" && ok || bad "table on stderr: $(cat "$TMP/h.err")"
 evaluate --json -q < "$TMP/h.mp" 2> "$TMP/q.err" > /dev/null
+# the FILE operand (issue 15): FILE and "-" read what stdin does
+expect_rc 0 "FILE operand" -- evaluate --json "$TMP/h.mp"
+expect_same "$TMP/out" "$TMP/h.json" "FILE operand == stdin"
+expect_rc 0 "- operand" -- sh -c "evaluate --json - < '$TMP/h.mp'"
+expect_same "$TMP/out" "$TMP/h.json" "- operand == stdin"
+expect_rc 65 "k above a group, FILE named" -- evaluate --k 8 "$TMP/h.mp"
+expect_err "$TMP/h.mp: --k 8" "error names FILE"
 expect_eq "$(cat "$TMP/q.err")" "" "-q: no table"
 
 # the msgpack record equals the JSON one, inside a srlm.metrics stream with provenance
