@@ -1,16 +1,19 @@
 // rollout — samples G completions per prompt from a policy model, with per-token log-probs
 // (docs/generation.md).
 //
-// stdin:  a srlm.examples stream (tokenize). The prompt of a record is tokens[0:prompt_len]; a
-//         record that also has a completion contributes only its prompt. Records need an `id`
-//         (it keys the randomness).
+// input:  a srlm.examples stream (tokenize), from the FILE operand or stdin. The prompt of a
+//         record is tokens[0:prompt_len]; a record that also has a completion contributes only
+//         its prompt. Records need an `id` (it keys the randomness).
 // stdout: a srlm.samples stream: for each prompt, G records {kind:"sample", id, sample,
 //         group_size, tokens (prompt + completion), mask (1 on the completion), prompt_len,
 //         logprobs (f32 [n]), text, finish_reason, ...every other prompt field}, contiguous and in
 //         sample order, flushed group by group. The header records model_xxh3, tokenizer_xxh3,
 //         vocab_size, model_vocab_size, eos_ids, seed and the options, with the input header as
 //         upstream.
-// files:  reads the model directory (config.json, weights, tokenizer.json and its configs).
+// files:  reads the model directory (config.json, weights, tokenizer.json and its configs) and,
+//         with --adapter, a PEFT LoRA adapter directory: the policy is then base + adapter, merged
+//         into the loaded weights once (lora_merge); the header's model_xxh3 is
+//         lora_policy_hash(base, adapter), with base_model_xxh3 and adapter_xxh3 beside it.
 //
 // The logic is in common/generate.c (batched decoding) and common/sampler.c (the draw).
 #include <getopt.h>
@@ -18,13 +21,14 @@
 
 #include "blas.h"
 #include "generate.h"
+#include "lora.h"
 #include "model.h"
 #include "rec.h"
 #include "tokenizer.h"
 #include "util.h"
 
 static struct {
-    const char *model;
+    const char *model, *adapter, *input;
     int G, top_k, max_new, batch_prompts, threads;
     double temperature, top_p, min_p;
     bool greedy;
@@ -33,7 +37,7 @@ static struct {
     long long seed;
     size_t max_record_bytes;
     bool bf16;
-} opt = {NULL, 1, 0, 256, 8, 0, 1.0, 1.0, 0.0, false, 0, {0}, 1337, REC_DEFAULT_MAX_BYTES, false};
+} opt = {NULL, NULL, NULL, 1, 0, 256, 8, 0, 1.0, 1.0, 0.0, false, 0, {0}, 1337, REC_DEFAULT_MAX_BYTES, false};
 
 static void usage(FILE *f)
 {
@@ -41,11 +45,14 @@ static void usage(FILE *f)
         "usage: rollout [-hqvV] [--greedy] [-G n] [--temperature t] [--top-p p] [--top-k k]\n"
         "               [--min-p p] [--max-new-tokens n] [--stop str]... [--seed s] [--threads n]\n"
         "               [--batch-prompts n] [--dtype f32|bf16] [--max-record-bytes n]\n"
-        "               --model dir < examples > samples\n"
+        "               [--adapter dir] --model dir [FILE] > samples\n"
         "\n"
-        "Samples G completions per prompt of a srlm.examples stream; writes srlm.samples.\n"
+        "Samples G completions per prompt of a srlm.examples stream (FILE, or stdin when FILE\n"
+        "is absent or -); writes srlm.samples on stdout.\n"
         "\n"
         "  -m, --model DIR          policy model directory (config.json, weights, tokenizer.json)\n"
+        "      --adapter DIR        a PEFT LoRA adapter for --model (sft-step/rl-step --lora-rank):\n"
+        "                           the policy is --model + the adapter (model_xxh3 names both)\n"
         "  -G, --group-size N       completions per prompt (default 1)\n"
         "      --temperature T      sampling temperature, > 0 (default 1); 0 means --greedy\n"
         "      --top-p P            nucleus sampling: smallest set with probability >= P (default 1: off)\n"
@@ -68,13 +75,15 @@ static void usage(FILE *f)
         "A completion ends at an EOS / end-of-turn id (config.json eos_token_id and the tokenizer's),\n"
         "at a stop string, or after --max-new-tokens: finish_reason eos, stop or length.\n"
         "logprobs are log softmax of the raw logits (temperature 1, before top-k/top-p/min-p).\n"
-        "Exit status: 0 ok, 64 usage, 65 bad input, 66 missing model, 70 non-finite logits, 74 I/O error.\n",
+        "\n"
+        "Exit status: 0 ok, 64 usage, 65 bad input (stream, or an adapter that does not fit\n"
+        "--model), 66 missing input, model or adapter, 70 non-finite logits, 74 I/O error.\n",
         GEN_MAX_STOP);
 }
 
 static void parse_args(int argc, char **argv)
 {
-    enum { O_TEMP = 256, O_TOPP, O_TOPK, O_MINP, O_GREEDY, O_MAXNEW, O_STOP, O_SEED, O_THREADS, O_BATCH, O_MAXREC, O_DTYPE };
+    enum { O_TEMP = 256, O_TOPP, O_TOPK, O_MINP, O_GREEDY, O_MAXNEW, O_STOP, O_SEED, O_THREADS, O_BATCH, O_MAXREC, O_DTYPE, O_ADAPTER };
     static const struct option lo[] = {
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
         {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
@@ -85,7 +94,7 @@ static void parse_args(int argc, char **argv)
         {"stop", required_argument, 0, O_STOP}, {"seed", required_argument, 0, O_SEED},
         {"threads", required_argument, 0, O_THREADS}, {"batch-prompts", required_argument, 0, O_BATCH},
         {"max-record-bytes", required_argument, 0, O_MAXREC}, {"dtype", required_argument, 0, O_DTYPE},
-        {0, 0, 0, 0}};
+        {"adapter", required_argument, 0, O_ADAPTER}, {0, 0, 0, 0}};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "hVqvm:G:", lo, NULL)) != -1) {
@@ -95,6 +104,7 @@ static void parse_args(int argc, char **argv)
         case 'q': log_level = LOG_LEVEL_WARN; break;
         case 'v': log_level++; break;
         case 'm': opt.model = optarg; break;
+        case O_ADAPTER: opt.adapter = optarg; break;
         case 'G': opt.G = (int)parse_int(optarg, 1, 4096, "-G"); break;
         case O_TEMP: opt.temperature = parse_float(optarg, 0, 1e4, "--temperature"); break;
         case O_TOPP: opt.top_p = parse_float(optarg, 1e-9, 1, "--top-p"); break;
@@ -120,7 +130,8 @@ static void parse_args(int argc, char **argv)
             usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
-    if (optind < argc) usage_error("unexpected argument \"%s\" (rollout reads stdin)", argv[optind]);
+    if (argc - optind > 1) usage_error("too many operands (one input file at most)");
+    if (optind < argc) opt.input = argv[optind];
     if (!opt.model) usage_error("--model DIR is required");
     if (opt.temperature == 0) opt.greedy = true;
     if (opt.min_p >= 1) usage_error("--min-p must be below 1");
@@ -131,7 +142,8 @@ static void parse_args(int argc, char **argv)
 struct ctx {
     const struct model *m;
     const struct tokenizer *tok;
-    char model_hex[17];
+    char model_hex[17];              // the policy: the weights, or lora_policy_hash(base, adapter)
+    char base_hex[17], adapter_hex[17];   // with --adapter
     const struct gen_config *gc;
 };
 
@@ -140,14 +152,19 @@ static void pack_header(struct rec_writer *w, void *p)
     const struct ctx *x = p;
     const struct gen_config *gc = x->gc;
     rec_pack_key(w, "model_xxh3"); rec_pack_str(w, x->model_hex);
+    if (opt.adapter) {
+        rec_pack_key(w, "base_model_xxh3"); rec_pack_str(w, x->base_hex);
+        rec_pack_key(w, "adapter_xxh3"); rec_pack_str(w, x->adapter_hex);
+    }
     rec_pack_key(w, "tokenizer_xxh3"); rec_pack_str(w, tokenizer_hash_hex(x->tok));
     rec_pack_key(w, "vocab_size"); rec_pack_int(w, tokenizer_vocab_size(x->tok));
     rec_pack_key(w, "model_vocab_size"); rec_pack_int(w, x->m->cfg.V);
     rec_pack_key(w, "eos_ids"); rec_pack_i32_array(w, gc->eos, (size_t)gc->neos);
     rec_pack_key(w, "seed"); rec_pack_int(w, opt.seed);
     rec_pack_key(w, "options");
-    rec_pack_map(w, 12);
+    rec_pack_map(w, opt.adapter ? 13 : 12);
     rec_pack_key(w, "model"); rec_pack_str(w, opt.model);
+    if (opt.adapter) { rec_pack_key(w, "adapter"); rec_pack_str(w, opt.adapter); }
     rec_pack_key(w, "dtype"); rec_pack_str(w, opt.bf16 ? "bf16" : "f32");
     rec_pack_key(w, "group_size"); rec_pack_int(w, opt.G);
     rec_pack_key(w, "greedy"); rec_pack_bool(w, opt.greedy);
@@ -285,18 +302,33 @@ int main(int argc, char **argv)
     struct tokenizer *tok = tokenizer_new(opt.model);
     struct gen_config gc;
     make_config(&gc, &m, tok);
-    struct ctx x = {&m, tok, "", &gc};
-    hash_hex(model_hash(&m), x.model_hex);   // the policy as loaded, which rl-step trains
+    struct ctx x = {&m, tok, "", "", "", &gc};
+    // the policy as loaded (before any bf16 rounding), which rl-step trains: the weights, or
+    // base + adapter named by lora_policy_hash (lora.h)
+    uint64_t base_hash = model_hash(&m);
+    if (opt.adapter) {
+        struct lora lo;
+        lora_load(&lo, &m.cfg, opt.adapter);
+        uint64_t ah = lora_hash(&lo);
+        hash_hex(base_hash, x.base_hex), hash_hex(ah, x.adapter_hex);
+        hash_hex(lora_policy_hash(base_hash, ah), x.model_hex);
+        lora_merge(&m, &lo);   // into our private weights: decodes as fast as the base
+        lora_free(&lo);        // (docs/generation.md "Adapters" for the rounding measured)
+    } else {
+        hash_hex(base_hash, x.model_hex);
+    }
     if (opt.bf16) model_use_bf16(&m);
 
     static const char *schemas[] = {"srlm.examples", NULL};
     struct rec_reader r;
     struct rec_writer w;
-    rec_reader_open(&r, stdin, "<stdin>", opt.max_record_bytes);
+    const char *in_name;
+    FILE *in = open_input_path(opt.input, &in_name);
+    rec_reader_open(&r, in, in_name, opt.max_record_bytes);
     const msgpack_object *hdr = rec_read_header(&r, schemas, "rollout reads prompts from tokenize");
     rec_check_tokenizer(&r, hdr, tokenizer_hash_hex(tok), tokenizer_path(tok), "the model's");
     rec_writer_open(&w, stdout);
-    rec_write_header(&w, "srlm.samples", hdr, 7, pack_header, &x);
+    rec_write_header(&w, "srlm.samples", hdr, opt.adapter ? 9 : 7, pack_header, &x);
     rec_flush(&w);
 
     struct generator *g = generator_new(&m, tok, &gc);
@@ -325,6 +357,7 @@ int main(int argc, char **argv)
     free(pb);
     generator_free(g);
     rec_reader_close(&r);
+    close_input(in);
     tokenizer_delete(tok);
     model_free(&m);
     tool_exit(0);

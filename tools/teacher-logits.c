@@ -1,8 +1,8 @@
 // teacher-logits — adds a teacher model's top-K log-probabilities at every trained position of
 // example (or sample) records, for distillation (docs/generation.md).
 //
-// stdin:  a srlm.examples or srlm.samples stream (tokenize, rollout, score). Records need tokens
-//         and mask.
+// input:  a srlm.examples or srlm.samples stream (tokenize, rollout, score), from the FILE operand
+//         or stdin. Records need tokens and mask.
 // stdout: the same stream and schema, each record with two fields added (replacing any earlier
 //         ones): for the P positions t with mask[t] = 1, in order,
 //           teacher_ids       i32 tensor [P, K]  the teacher's K most likely next tokens
@@ -13,7 +13,10 @@
 //         Qwen2.5-7B's 152064 vs 151936 for 0.5B vs 151665 tokenizer ids) are never among the K.
 //         The header adds teacher: {model_xxh3, tokenizer_xxh3, vocab_size, top_k, temperature}
 //         and options, and nests the input header as upstream.
-// files:  reads the teacher model directory (config.json, weights, tokenizer.json).
+// files:  reads the teacher model directory (config.json, weights, tokenizer.json) and, with
+//         --adapter, a PEFT LoRA adapter directory: the teacher is then base + adapter, merged
+//         into the loaded weights once (lora_merge); teacher.model_xxh3 is
+//         lora_policy_hash(base, adapter), with base_model_xxh3 and adapter_xxh3 beside it.
 //
 // Records are packed into forwards of up to --batch-tokens tokens (a longer record runs alone).
 #include <getopt.h>
@@ -22,6 +25,7 @@
 
 #include "blas.h"
 #include "lm.h"
+#include "lora.h"
 #include "model.h"
 #include "nn.h"
 #include "rec.h"
@@ -32,22 +36,26 @@
 #define LSG_CHUNK 128
 
 static struct {
-    const char *model;
+    const char *model, *adapter, *input;
     int top_k, batch_tokens, threads;
     double temperature;
     size_t max_record_bytes;
-} opt = {NULL, 0, 1024, 0, 1.0, REC_DEFAULT_MAX_BYTES};
+} opt = {NULL, NULL, NULL, 0, 1024, 0, 1.0, REC_DEFAULT_MAX_BYTES};
 
 static void usage(FILE *f)
 {
     fprintf(f,
         "usage: teacher-logits [-hqvV] [--temperature t] [--batch-tokens n] [--threads n]\n"
-        "                      [--max-record-bytes n] --model dir --top-k k < examples > examples\n"
+        "                      [--max-record-bytes n] [--adapter dir] --model dir --top-k k\n"
+        "                      [FILE] > examples\n"
         "\n"
         "Adds the teacher's top-k log-probs (teacher_ids, teacher_logprobs) at every trained\n"
-        "position (mask = 1) of a srlm.examples or srlm.samples stream.\n"
+        "position (mask = 1) of a srlm.examples or srlm.samples stream (FILE, or stdin when FILE\n"
+        "is absent or -).\n"
         "\n"
         "  -m, --model DIR          teacher model directory (config.json, weights, tokenizer.json)\n"
+        "      --adapter DIR        a PEFT LoRA adapter for --model (sft-step --lora-rank): the\n"
+        "                           teacher is --model + the adapter\n"
         "  -k, --top-k K            token ids kept per position (1..%d, at most the vocabulary)\n"
         "      --temperature T      log softmax(z / T) (default 1)\n"
         "      --batch-tokens N     tokens per teacher forward (default 1024; memory grows with it)\n"
@@ -59,20 +67,22 @@ static void usage(FILE *f)
         "  -V, --version            print the version and exit\n"
         "\n"
         "Ids beyond the tokenizer's vocabulary (padded embedding rows) are never in the top k.\n"
-        "Exit status: 0 ok, 64 usage, 65 bad input, 66 missing model, 70 non-finite logits, 74 I/O error.\n",
+        "\n"
+        "Exit status: 0 ok, 64 usage, 65 bad input (stream, or an adapter that does not fit\n"
+        "--model), 66 missing input, model or adapter, 70 non-finite logits, 74 I/O error.\n",
         TOPK_MAX);
 }
 
 static void parse_args(int argc, char **argv)
 {
-    enum { O_TEMP = 256, O_BATCH, O_THREADS, O_MAXREC };
+    enum { O_TEMP = 256, O_BATCH, O_THREADS, O_MAXREC, O_ADAPTER };
     static const struct option lo[] = {
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
         {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
         {"model", required_argument, 0, 'm'}, {"top-k", required_argument, 0, 'k'},
         {"temperature", required_argument, 0, O_TEMP}, {"batch-tokens", required_argument, 0, O_BATCH},
         {"threads", required_argument, 0, O_THREADS}, {"max-record-bytes", required_argument, 0, O_MAXREC},
-        {0, 0, 0, 0}};
+        {"adapter", required_argument, 0, O_ADAPTER}, {0, 0, 0, 0}};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "hVqvm:k:", lo, NULL)) != -1) {
@@ -82,6 +92,7 @@ static void parse_args(int argc, char **argv)
         case 'q': log_level = LOG_LEVEL_WARN; break;
         case 'v': log_level++; break;
         case 'm': opt.model = optarg; break;
+        case O_ADAPTER: opt.adapter = optarg; break;
         case 'k': opt.top_k = (int)parse_int(optarg, 1, TOPK_MAX, "--top-k"); break;
         case O_TEMP: opt.temperature = parse_float(optarg, 1e-4, 1e4, "--temperature"); break;
         case O_BATCH: opt.batch_tokens = (int)parse_int(optarg, 1, 1 << 24, "--batch-tokens"); break;
@@ -92,7 +103,8 @@ static void parse_args(int argc, char **argv)
             usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
-    if (optind < argc) usage_error("unexpected argument \"%s\" (teacher-logits reads stdin)", argv[optind]);
+    if (argc - optind > 1) usage_error("too many operands (one input file at most)");
+    if (optind < argc) opt.input = argv[optind];
     if (!opt.model) usage_error("--model DIR is required");
     if (!opt.top_k) usage_error("--top-k K is required");
 }
@@ -102,7 +114,8 @@ static void parse_args(int argc, char **argv)
 struct teacher {
     struct model m;
     struct tokenizer *tok;
-    char model_hex[17];
+    char model_hex[17];            // the teacher: the weights, or lora_policy_hash(base, adapter)
+    char base_hex[17], adapter_hex[17];
     int Vt;                        // ids [0, Vt) may be in the top k: min(V, tokenizer vocabulary)
     const msgpack_object *hdr;     // the input header (the reader's)
     struct lm_acts acts;
@@ -118,15 +131,20 @@ static void pack_header(struct rec_writer *w, void *p)
 {
     const struct teacher *t = p;
     rec_pack_key(w, "teacher");
-    rec_pack_map(w, 5);
+    rec_pack_map(w, opt.adapter ? 7 : 5);
     rec_pack_key(w, "model_xxh3"); rec_pack_str(w, t->model_hex);
+    if (opt.adapter) {
+        rec_pack_key(w, "base_model_xxh3"); rec_pack_str(w, t->base_hex);
+        rec_pack_key(w, "adapter_xxh3"); rec_pack_str(w, t->adapter_hex);
+    }
     rec_pack_key(w, "tokenizer_xxh3"); rec_pack_str(w, tokenizer_hash_hex(t->tok));
     rec_pack_key(w, "vocab_size"); rec_pack_int(w, t->m.cfg.V);
     rec_pack_key(w, "top_k"); rec_pack_int(w, opt.top_k);
     rec_pack_key(w, "temperature"); rec_pack_double(w, opt.temperature);
     rec_pack_key(w, "options");
-    rec_pack_map(w, 5);
+    rec_pack_map(w, opt.adapter ? 6 : 5);
     rec_pack_key(w, "model"); rec_pack_str(w, opt.model);
+    if (opt.adapter) { rec_pack_key(w, "adapter"); rec_pack_str(w, opt.adapter); }
     rec_pack_key(w, "top_k"); rec_pack_int(w, opt.top_k);
     rec_pack_key(w, "temperature"); rec_pack_double(w, opt.temperature);
     rec_pack_key(w, "batch_tokens"); rec_pack_int(w, opt.batch_tokens);
@@ -252,7 +270,18 @@ int main(int argc, char **argv)
     memset(&t, 0, sizeof t);
     model_load(&t.m, opt.model);
     t.tok = tokenizer_new(opt.model);
-    hash_hex(model_hash(&t.m), t.model_hex);
+    uint64_t base_hash = model_hash(&t.m);
+    if (opt.adapter) {
+        struct lora lo;
+        lora_load(&lo, &t.m.cfg, opt.adapter);
+        uint64_t ah = lora_hash(&lo);
+        hash_hex(base_hash, t.base_hex), hash_hex(ah, t.adapter_hex);
+        hash_hex(lora_policy_hash(base_hash, ah), t.model_hex);
+        lora_merge(&t.m, &lo);   // into our private weights (docs/generation.md "Adapters")
+        lora_free(&lo);
+    } else {
+        hash_hex(base_hash, t.model_hex);
+    }
     int tv = tokenizer_vocab_size(t.tok);
     t.Vt = tv < t.m.cfg.V ? tv : t.m.cfg.V;
     if (opt.top_k > t.Vt) usage_error("--top-k %d exceeds the teacher's vocabulary of %d ids", opt.top_k, t.Vt);
@@ -262,7 +291,9 @@ int main(int argc, char **argv)
     static const char *schemas[] = {"srlm.examples", "srlm.samples", NULL};
     struct rec_reader r;
     struct rec_writer w;
-    rec_reader_open(&r, stdin, "<stdin>", opt.max_record_bytes);
+    const char *in_name;
+    FILE *in = open_input_path(opt.input, &in_name);
+    rec_reader_open(&r, in, in_name, opt.max_record_bytes);
     t.hdr = rec_read_header(&r, schemas, "teacher-logits reads the output of tokenize or rollout");
     rec_check_tokenizer(&r, t.hdr, tokenizer_hash_hex(t.tok), tokenizer_path(t.tok), "the teacher's");
     const msgpack_object *schema = rec_get(t.hdr, "schema");
@@ -296,6 +327,7 @@ int main(int argc, char **argv)
     free(t.scratch);
     if (t.acts_N) lm_acts_free(&t.acts);
     rec_reader_close(&r);
+    close_input(in);
     tokenizer_delete(t.tok);
     model_free(&t.m);
     tool_exit(0);

@@ -38,7 +38,21 @@ expect_rc 64 "G = 0" -- rollout --model "$M" -G 0
 expect_rc 64 "top-p > 1" -- rollout --model "$M" --top-p 1.5
 expect_rc 64 "negative temperature" -- rollout --model "$M" --temperature -1
 expect_rc 64 "empty stop string" -- rollout --model "$M" --stop ''
-expect_rc 64 "operand" -- rollout --model "$M" file.mp
+# the FILE operand (issue 15): FILE, "-" and stdin give the same stream; a missing FILE is 66
+awk 'BEGIN{RS=""} {p=$0} END{print p}' <(rollout --help) | head -n 1 | grep -q '^Exit status:' && ok \
+    || bad "--help does not end with an 'Exit status:' paragraph"
+rollout -q --model "$M" -G 2 --max-new-tokens 4 < "$TMP/q1.mp" > "$TMP/op-stdin.mp"
+expect_rc 0 "FILE operand" -- rollout -q --model "$M" -G 2 --max-new-tokens 4 "$TMP/q1.mp"
+expect_same "$TMP/out" "$TMP/op-stdin.mp" "FILE operand == stdin"
+expect_rc 0 "- operand" -- sh -c "rollout -q --model '$M' -G 2 --max-new-tokens 4 - < '$TMP/q1.mp'"
+expect_same "$TMP/out" "$TMP/op-stdin.mp" "- operand == stdin"
+expect_rc 66 "missing FILE" -- rollout --model "$M" "$TMP/nope.mp"
+expect_err "$TMP/nope.mp" "missing FILE named"
+expect_rc 64 "two operands" -- rollout --model "$M" "$TMP/q1.mp" "$TMP/q1.mp"
+expect_err "too many operands" "two operands message"
+printf 'garbage' > "$TMP/garbage.mp"
+expect_rc 65 "bad FILE named in the message" -- rollout --model "$M" "$TMP/garbage.mp"
+expect_err "$TMP/garbage.mp" "bad FILE: message names it"
 expect_rc 66 "missing model" -- sh -c "rollout --model '$TMP/nope' < '$TMP/q.mp'"
 
 # --- greedy == the PyTorch reference, token for token, and log-probs == the training forward

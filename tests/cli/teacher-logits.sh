@@ -38,6 +38,21 @@ expect_rc 64 "bad --top-k" -- teacher-logits --model "$M" --top-k x
 expect_rc 64 "bad --temperature" -- teacher-logits --model "$M" --top-k 2 --temperature 0
 expect_rc 64 "--top-k beyond the vocabulary" -- sh -c "teacher-logits --model '$M' --top-k 17 < '$TMP/ex.mp'"
 expect_err "exceeds the teacher's vocabulary of 16 ids" "top-k too large message"
+# the FILE operand (issue 15): FILE, "-" and stdin give the same stream; a missing FILE is 66
+awk 'BEGIN{RS=""} {p=$0} END{print p}' <(teacher-logits --help) | head -n 1 | grep -q '^Exit status:' && ok \
+    || bad "--help does not end with an 'Exit status:' paragraph"
+teacher-logits -q --model "$M" --top-k 3 < "$TMP/ex.mp" > "$TMP/op-stdin.mp"
+expect_rc 0 "FILE operand" -- teacher-logits -q --model "$M" --top-k 3 "$TMP/ex.mp"
+expect_same "$TMP/out" "$TMP/op-stdin.mp" "FILE operand == stdin"
+expect_rc 0 "- operand" -- sh -c "teacher-logits -q --model '$M' --top-k 3 - < '$TMP/ex.mp'"
+expect_same "$TMP/out" "$TMP/op-stdin.mp" "- operand == stdin"
+expect_rc 66 "missing FILE" -- teacher-logits --model "$M" --top-k 3 "$TMP/nope.mp"
+expect_err "$TMP/nope.mp" "missing FILE named"
+expect_rc 64 "two operands" -- teacher-logits --model "$M" --top-k 3 "$TMP/ex.mp" "$TMP/ex.mp"
+expect_err "too many operands" "two operands message"
+printf 'garbage' > "$TMP/garbage.mp"
+expect_rc 65 "bad FILE named in the message" -- teacher-logits --model "$M" --top-k 3 "$TMP/garbage.mp"
+expect_err "$TMP/garbage.mp" "bad FILE: message names it"
 
 # --- against the reference: examples, temperatures, batch sizes
 cases=()
