@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 build_pkgs=(build-essential pkg-config libblis-dev libmsgpack-dev libxxhash-dev libpcre2-dev
             libutf8proc-dev libjansson-dev zlib1g-dev help2man)
 study_pkgs=(jq gnuplot-nox)
-test_pkgs=(python3-torch python3-numpy python3-msgpack nodejs npm clang-14 libclang-rt-14-dev man-db)
+test_pkgs=(python3-torch python3-numpy python3-msgpack python3-xxhash nodejs npm clang-14 libclang-rt-14-dev man-db)
 
 want=("${build_pkgs[@]}")
 case ${1:-build} in

@@ -238,6 +238,35 @@ static bool str_is(const msgpack_object *o, const char *s)
 }
 
 // One sample record into s (all fields checked against docs/stream.md).
+// The numeric entries of rec's "rewards" map into s->comp, naming new components in b.
+static void read_components(struct grpo_batch *b, const msgpack_object *rec, struct grpo_sample *s)
+{
+    const msgpack_object *m = rec_get(rec, "rewards");
+    if (!m || m->type != MSGPACK_OBJECT_MAP) return;
+    for (uint32_t i = 0; i < m->via.map.size; i++) {
+        const msgpack_object *k = &m->via.map.ptr[i].key, *v = &m->via.map.ptr[i].val;
+        double x;
+        if (k->type != MSGPACK_OBJECT_STR || k->via.str.size >= sizeof b->comp_name[0]) continue;
+        if (v->type == MSGPACK_OBJECT_FLOAT32 || v->type == MSGPACK_OBJECT_FLOAT64) x = v->via.f64;
+        else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) x = (double)v->via.u64;
+        else if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) x = (double)v->via.i64;
+        else continue;
+        if (!isfinite(x)) continue;
+        int c = 0;
+        while (c < b->ncomp && (strlen(b->comp_name[c]) != k->via.str.size ||
+                                memcmp(b->comp_name[c], k->via.str.ptr, k->via.str.size)))
+            c++;
+        if (c == b->ncomp) {
+            if (b->ncomp == GRPO_MAX_COMPONENTS) continue;
+            memcpy(b->comp_name[c], k->via.str.ptr, k->via.str.size);
+            b->comp_name[c][k->via.str.size] = '\0';
+            b->ncomp++;
+        }
+        s->comp[c] = x;
+        s->comp_set |= 1u << c;
+    }
+}
+
 static void read_sample(struct rec_reader *r, const msgpack_object *rec, struct grpo_sample *s, int V,
                         int max_tokens)
 {
@@ -294,6 +323,7 @@ int grpo_batch_read(struct grpo_batch *b, struct rec_reader *r, int groups, int 
         }
         struct grpo_sample *s = &b->s[b->nseq];
         read_sample(r, &rec, s, V, max_tokens);
+        read_components(b, &rec, s);
         b->nseq++;
         if (k == 0) {
             if (idx != 0)
@@ -364,6 +394,26 @@ void grpo_batch_figures(const struct grpo_batch *b, struct grpo_batch_stats *st)
         rw[i] = s->reward, adv[i] = s->adv, len[i] = s->n - s->prompt_len, tr[i] = s->truncated, kept[i] = s->kept;
     }
     grpo_batch_stats(st, rw, adv, len, tr, kept, b->nseq, b->groups, b->groups_dropped);
+    // groups are runs of consecutive samples with one id (grpo_batch_read keeps them contiguous)
+    for (int i = 0; i < b->nseq;) {
+        int j = i + 1;
+        bool equal = true;
+        while (j < b->nseq && !strcmp(b->s[j].id, b->s[i].id)) equal &= b->s[j].reward == b->s[i].reward, j++;
+        st->groups_zero_std += equal;
+        i = j;
+    }
+    st->ncomp = b->ncomp;
+    for (int c = 0; c < b->ncomp; c++) {
+        double sum = 0, sq = 0;
+        int cnt = 0;
+        for (int i = 0; i < b->nseq; i++)
+            if (b->s[i].comp_set & (1u << c)) sum += b->s[i].comp[c], cnt++;
+        double mean = cnt ? sum / cnt : 0;
+        for (int i = 0; i < b->nseq; i++)
+            if (b->s[i].comp_set & (1u << c)) sq += (b->s[i].comp[c] - mean) * (b->s[i].comp[c] - mean);
+        st->comp_mean[c] = mean;
+        st->comp_std[c] = cnt ? sqrt(sq / cnt) : 0;
+    }
     free(rw), free(adv), free(len), free(tr), free(kept);
 }
 

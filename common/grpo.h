@@ -113,12 +113,19 @@ double grpo_loss(const struct grpo_config *c, const float *logp, const float *ol
                  float *dlogp, struct grpo_stats *stats);
 
 // Per-rollout-batch figures (rewards, advantages, lengths, truncation, dropped groups).
+#define GRPO_MAX_COMPONENTS 8   // reward components reported (score's "rewards" map)
+
 struct grpo_batch_stats {
     int groups, groups_dropped, seqs, truncated;
     double reward_mean, reward_std;      // over all samples of the batch (dropped groups included)
     double adv_mean, adv_std, adv_abs_max;   // over kept samples
     double len_mean;                     // completion tokens, all samples
     int len_max;
+    int groups_zero_std;                 // groups whose rewards are all equal (no signal), set
+                                         //  by grpo_batch_figures (TRL's frac_reward_zero_std)
+    int ncomp;                           // reward components (grpo_batch_figures): mean and
+    double comp_mean[GRPO_MAX_COMPONENTS], comp_std[GRPO_MAX_COMPONENTS];   //  population std over
+                                         //  the samples that have the component
 };
 // reward, adv, len, truncated, kept: per sequence (nseq); kept[i] = its group was not dropped.
 void grpo_batch_stats(struct grpo_batch_stats *b, const double *reward, const float *adv,
@@ -137,6 +144,8 @@ struct grpo_sample {
     float *old_logp;           // (n - prompt_len) sampling policy's log-probs (the stream's)
     float *ref_logp;           // (n - prompt_len) reference model's, or NULL
     double reward;
+    double comp[GRPO_MAX_COMPONENTS];   // its "rewards" map, by the batch's comp_name index
+    unsigned comp_set;                  // bit i: comp[i] present
     bool truncated;            // finish_reason "length"
     float adv;                 // set by grpo_batch_prepare
     float weight;              // aggregation weight in the current minibatch (grpo_minibatch_grad)
@@ -150,6 +159,10 @@ struct grpo_batch {
     int groups, groups_dropped;
     int *group_start;          // (groups + 1) first sample of each group
     int gcap;
+    // the numeric entries of the samples' "rewards" maps (score's components), first seen first;
+    // a map with more than GRPO_MAX_COMPONENTS names reports the first ones
+    char comp_name[GRPO_MAX_COMPONENTS][32];
+    int ncomp;
 };
 
 void grpo_batch_init(struct grpo_batch *b);

@@ -11,6 +11,10 @@ static void copy_span(const char *b, const char *e, char *out, size_t cap)
     while (b < e && isspace((unsigned char)*b)) b++;
     while (e > b && isspace((unsigned char)e[-1])) e--;
     size_t n = (size_t)(e - b) < cap - 1 ? (size_t)(e - b) : cap - 1;
+    // a cut must not split a UTF-8 sequence (the answer goes into a msgpack str, and to-json
+    // refuses invalid UTF-8): back off over continuation bytes to the sequence's start
+    if (n < (size_t)(e - b))
+        while (n > 0 && ((unsigned char)b[n] & 0xC0) == 0x80) n--;
     memcpy(out, b, n);
     out[n] = '\0';
 }

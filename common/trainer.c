@@ -683,7 +683,7 @@ static void pack_metrics(struct rec_writer *w, long s, const struct trainer_metr
     rec_pack_key(w, "kind"); rec_pack_str(w, "metrics");
     rec_pack_key(w, "step"); rec_pack_int(w, s);
     rec_pack_key(w, "loss"); rec_pack_double(w, m->loss);
-    rec_pack_key(w, "lr"); rec_pack_double(w, lr);
+    rec_pack_key(w, "learning_rate"); rec_pack_double(w, lr);
     rec_pack_key(w, "grad_norm"); rec_pack_double(w, gn);
     rec_pack_key(w, "tokens"); rec_pack_int(w, m->tokens);
     rec_pack_key(w, "tokens_per_s"); rec_pack_double(w, tps);

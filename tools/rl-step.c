@@ -266,17 +266,19 @@ static void pack_metrics(struct rec_writer *w, void *ctx)
     const struct grpo_batch_stats *b = &R->bs;
     const struct grpo_stats *s = &R->st;
     double T = s->tokens > 0 ? s->tokens : 1;
+    // TRL's GRPOTrainer names where TRL logs the quantity (docs/metrics.md maps each to its formula)
     struct { const char *k; double v; } f[] = {
-        {"reward_mean", b->reward_mean}, {"reward_std", b->reward_std},
+        {"reward", b->reward_mean}, {"reward_std", b->reward_std},
+        {"frac_reward_zero_std", b->groups ? (double)b->groups_zero_std / b->groups : 0},
         {"adv_mean", b->adv_mean}, {"adv_std", b->adv_std}, {"adv_abs_max", b->adv_abs_max},
-        {"clip_low", s->clip_low / T}, {"clip_high", s->clip_high / T},
+        {"clip_ratio/low_mean", s->clip_low / T}, {"clip_ratio/high_mean", s->clip_high / T},
         {"ratio_mean", s->ratio_sum / T}, {"ratio_min", s->ratio_min}, {"ratio_max", s->ratio_max},
-        {"entropy", s->entropy_sum / T}, {"completion_len_mean", b->len_mean},
-        {"truncated_frac", b->seqs ? (double)b->truncated / b->seqs : 0},
+        {"entropy", s->entropy_sum / T}, {"completions/mean_length", b->len_mean},
+        {"completions/clipped_ratio", b->seqs ? (double)b->truncated / b->seqs : 0},
         {"groups_dropped_frac", b->groups ? (double)b->groups_dropped / b->groups : 0},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) { rec_pack_key(w, f[i].k); rec_pack_double(w, f[i].v); }
-    rec_pack_key(w, "completion_len_max"); rec_pack_int(w, b->len_max);
+    rec_pack_key(w, "completions/max_length"); rec_pack_int(w, b->len_max);
     rec_pack_key(w, "groups"); rec_pack_int(w, b->groups);
     rec_pack_key(w, "sequences"); rec_pack_int(w, R->mb_seqs);
     rec_pack_key(w, "rollout_batch"); rec_pack_int(w, R->batch_index + 1);
@@ -284,10 +286,17 @@ static void pack_metrics(struct rec_writer *w, void *ctx)
     rec_pack_key(w, "minibatch"); rec_pack_int(w, R->minibatch + 1);
     rec_pack_key(w, "policy_lag"); rec_pack_int(w, R->t.step - 1 - R->lag_base);   // t.step is already s here
     rec_pack_key(w, "stale"); rec_pack_bool(w, R->stale);
+    for (int c = 0; c < b->ncomp; c++) {
+        char k[64];
+        snprintf(k, sizeof k, "rewards/%s/mean", R->b.comp_name[c]);
+        rec_pack_key(w, k); rec_pack_double(w, b->comp_mean[c]);
+        snprintf(k, sizeof k, "rewards/%s/std", R->b.comp_name[c]);
+        rec_pack_key(w, k); rec_pack_double(w, b->comp_std[c]);
+    }
     if (s->has_kl) { rec_pack_key(w, "kl"); rec_pack_double(w, s->kl_sum / T); }
     if (R->stale) { rec_pack_key(w, "sample_model_xxh3"); rec_pack_str(w, R->smp.hex); }
 }
-#define NMETRICS_FIXED 22   // fields pack_metrics always writes (14 figures + 8 counters)
+#define NMETRICS_FIXED 23   // fields pack_metrics always writes (15 figures + 8 counters)
 
 // One optimizer step on minibatch [first, first + count) of the current batch. Returns what
 // trainer_step returns (0: --steps reached), or 1 without a step when the slice trains nothing.
@@ -307,7 +316,8 @@ static int one_step(struct run *R, int first, int count)
     double T = R->st.tokens;
     snprintf(progress, sizeof progress, "reward=%.4f kl=%.4g clip=%.3f/%.3f ent=%.3f", R->bs.reward_mean,
              R->st.has_kl ? R->st.kl_sum / T : 0.0, R->st.clip_low / T, R->st.clip_high / T, R->st.entropy_sum / T);
-    struct trainer_metrics m = {loss, tokens, NMETRICS_FIXED + R->st.has_kl + R->stale, pack_metrics, R, progress};
+    struct trainer_metrics m = {loss, tokens, NMETRICS_FIXED + 2 * R->bs.ncomp + R->st.has_kl + R->stale,
+                                pack_metrics, R, progress};
     return trainer_step(&R->t, &m);
 }
 

@@ -41,7 +41,7 @@ rl-step --continue c2 --out c3 --allow-stale --groups-per-step 3 --minibatches 2
     bad "chained run failed: $(tail -2 c.err)"
 expect_same one/model.safetensors c3/model.safetensors "3 chained processes: the same weights as one process"
 expect_same one/state-6/optimizer.safetensors c3/state-6/optimizer.safetensors "3 chained processes: the same AdamW moments"
-steps() { local f; for f; do to-json --no-frame "$f"; done | jq -c 'select(.kind == "metrics") | [.step, .lr, .loss]' | tr '\n' ' '; }
+steps() { local f; for f; do to-json --no-frame "$f"; done | jq -c 'select(.kind == "metrics") | [.step, .learning_rate, .loss]' | tr '\n' ' '; }
 expect_eq "$(steps c1.mp c2.mp c3.mp)" "$(steps one.mp)" "chained: step, lr and loss of every step as one process"
 expect_eq "$(to-json --no-frame c3.mp | jq -c 'select(.kind == "metrics") | .step' | tr '\n' ' ')" "5 6 " "the third process makes steps 5 and 6"
 expect_eq "$(to-json c2.mp | head -n 1 | jq -c '.continued_from')" '{"path":"c1","step":2}' "header: continued_from"
@@ -125,6 +125,18 @@ if grpo g1 --eval held.jsonl --eval-every 2 2> g1.err; then
         "grpo.sh: the last iteration makes steps 7 and 8"
     expect_eq "$(tail -n +2 g1/curve.tsv | cut -f1,2 | tr '\t\n' ': ')" "0:0 2:4 4:8 " "grpo.sh: learning curve points"
     expect_eq "$(ls -d g1/iter-*/state-* | tr '\n' ' ')" "g1/iter-4/state-8 " "grpo.sh: only the last optimizer state is kept"
+    # TRL's metric names, against figures computed from the scored samples themselves
+    want=$(to-json --no-frame g1/iter-1/samples.mp | jq -s -c '[.[] | select(.kind == "sample")] as $s
+        | ($s | group_by(.id) | map(map(.reward) | unique | length == 1) | map(if . then 1 else 0 end) | add / length) as $z
+        | ($s | map(.rewards | to_entries[] | select(.value | type == "number")) | group_by(.key)
+              | map({key: .[0].key, value: (map(.value) | add / length)}) | from_entries) as $c
+        | [($s | map(.reward) | add / length), $z, $c]')
+    got=$(to-json --no-frame g1/iter-1/metrics.mp | jq -s -c '[.[] | select(.kind == "metrics")][0]
+        | [.reward, .frac_reward_zero_std, (to_entries | map(select(.key | test("^rewards/.*/mean$")))
+              | map({key: (.key | split("/")[1]), value}) | from_entries)]')
+    expect_eq "$got" "$want" "rl-step metrics: reward, frac_reward_zero_std, rewards/<name>/mean from the samples"
+    [ "$(to-json --no-frame g1/iter-1/metrics.mp | jq -s '[.[] | select(.kind == "metrics")][0] | has("learning_rate") and has("completions/mean_length") and has("completions/clipped_ratio") and has("clip_ratio/low_mean")')" = true ] \
+        && ok || bad "rl-step metrics: TRL's names missing"
 else bad "grpo.sh failed: $(tail -n 3 g1.err)"; fi
 # killed: iteration 3 half done (no DONE, a partial checkpoint), then restarted
 if grpo g2 --iters 2 2> g2.err; then

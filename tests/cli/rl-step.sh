@@ -62,10 +62,12 @@ c = [r for r in map(json.loads, sys.stdin) if r["kind"] == "metrics"]
 t = [json.loads(l) for l in open(sys.argv[1])]
 assert len(c) == len(t), f"{len(c)} steps vs torch {len(t)}"
 for a, b in zip(c, t):
-    for k in ("loss", "grad_norm", "kl", "entropy", "clip_low", "clip_high", "tokens"):
+    # rl-step uses TRL's names (clip_ratio/low_mean ...), the oracle its own
+    for k, kt in (("loss", "loss"), ("grad_norm", "grad_norm"), ("kl", "kl"), ("entropy", "entropy"),
+                  ("clip_ratio/low_mean", "clip_low"), ("clip_ratio/high_mean", "clip_high"), ("tokens", "tokens")):
         if k == "kl" and k not in a: continue
         n = b["step"]
-        assert abs(a[k] - b[k]) <= 1e-4 * max(1, abs(b[k])), f"step {n} {k}: {a[k]} vs torch {b[k]}"
+        assert abs(a[k] - b[kt]) <= 1e-4 * max(1, abs(b[kt])), f"step {n} {k}: {a[k]} vs torch {b[kt]}"
 ' r-$name.jsonl 2> mcmp-$name; then ok; else bad "$name: metrics differ: $(tail -1 mcmp-$name)"; fi
     else bad "$name: run failed: $(tail -1 c-$name.err)"; fi
 done

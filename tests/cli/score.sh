@@ -20,6 +20,15 @@ expect_rc 64 "bad weight" -- score --reward correct=abc
 expect_rc 64 "length without max-len" -- score --reward length=1
 expect_rc 64 "exec-timeout out of range" -- score --exec true --exec-timeout -1
 
+# --- a long answer is cut at a UTF-8 boundary: 300 bytes of "é" after "####" (a random policy
+# writes such text) must give a pred that is valid UTF-8 (to-json refuses anything else)
+printf '{"id":"u","sample":0,"group_size":1,"answer":"#### 1","text":"#### %s"}\n' "$(printf 'é%.0s' $(seq 150))" \
+    | mk srlm.samples > "$TMP/utf.mp"
+score -q < "$TMP/utf.mp" > "$TMP/utf-s.mp" && to-json "$TMP/utf-s.mp" > "$TMP/utf.json" 2> "$TMP/utf.err" \
+    && ok || bad "a long non-ASCII answer: pred is not valid UTF-8: $(head -c 200 "$TMP/utf.err")"
+n=$(jq -r 'select(.kind == "sample") | .pred | utf8bytelength' "$TMP/utf.json" 2>/dev/null)
+expect_eq "$n" 254 "the pred of a long answer is cut to whole characters (254 of 255 bytes)"
+
 # --- GSM8K: every gold solution scores 1, every altered one 0
 G=$SHARED/data/gsm8k/test.jsonl
 if [ -f "$G" ]; then
