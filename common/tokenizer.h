@@ -1,27 +1,39 @@
-// tokenizer.h — byte-level BPE, token for token what Hugging Face `tokenizers` produces from the
-// same tokenizer.json (Qwen2.5, Qwen3, Llama-3, SmolLM, GPT-2 style). docs/tokenizer.md.
+// tokenizer.h — BPE, token for token what Hugging Face `tokenizers` produces from the same
+// tokenizer.json: byte-level (Qwen2.5, Qwen3, Llama-3, SmolLM, GPT-2 style) and SentencePiece-style
+// character-level with byte fallback (Gemma 3, Llama 2, Mistral, TinyLlama, Phi-3). docs/tokenizer.md.
 //
 // Contract:
 // - tokenizer_new(path) loads a tokenizer.json, or a model directory holding one. Beside it,
 //   tokenizer_config.json (chat_template, eos_token, bos_token, add_bos_token, add_eos_token),
 //   chat_template.jinja and generation_config.json (eos_token_id) are read when present.
 //   A missing tokenizer.json exits 66. Anything srlm cannot reproduce exactly exits 65 with
-//   "<path>: <reason>": corrupt JSON, a model other than BPE, byte_fallback, BPE dropout, a
-//   normalizer other than NFC (alone or in a Sequence), a pre-tokenizer other than
-//   Split(Regex|String, Isolated) / Digits / ByteLevel (ByteLevel last and required), a decoder
-//   other than ByteLevel, a post-processor other than ByteLevel / TemplateProcessing, merges
-//   naming tokens that are not in the vocabulary. It never guesses.
+//   "<path>: <reason>": corrupt JSON, a model other than BPE, BPE dropout, a normalizer other
+//   than NFC / Prepend / Replace(String) (alone or in a Sequence), a pre-tokenizer other than
+//   Split(Regex|String; Isolated, Removed, MergedWithPrevious, MergedWithNext) / Digits /
+//   ByteLevel (last) / Metaspace, a decoder other than ByteLevel (byte-level) or Replace(String) /
+//   ByteFallback / Fuse / Strip / Metaspace (character-level), no decoder, a post-processor other
+//   than ByteLevel / TemplateProcessing, merges naming tokens that are not in the vocabulary,
+//   missing or mistyped fields. It never guesses.
+// - A tokenizer is byte-level when its pre-tokenizer or decoder holds ByteLevel (BPE on bytes,
+//   vocabulary strings in GPT-2's byte alphabet; byte_fallback is refused there), else
+//   character-level (BPE on characters, vocabulary strings as they are; an unknown character
+//   becomes its <0xXX> byte tokens with byte_fallback, else unk, fused with fuse_unk).
 // - Encoding follows HF's pipeline: added tokens are matched in the raw text first (leftmost-
 //   longest, honouring lstrip / rstrip / single_word; tokens with normalized=true are matched in
-//   the normalized text), the rest is NFC-normalized, pre-tokenized, mapped to the ByteLevel
-//   alphabet and merged by BPE rank (ignore_merges honoured). add_special applies the
-//   TemplateProcessing post-processor (Llama-3's BOS); HF's add_special_tokens=True.
+//   the normalized text), each remaining section is normalized, pre-tokenized (Metaspace's
+//   prepend_scheme "first" prepends only to the section at offset 0), and merged by BPE rank
+//   (ignore_merges honoured). add_special applies the TemplateProcessing post-processor (the BOS
+//   of Llama-3, Llama-2, Gemma); HF's add_special_tokens=True.
 // - Input text must be valid UTF-8: tokenizer_encode returns TOKENIZER_EUTF8 and the byte offset
 //   of the first bad byte instead of encoding it. Embedded NUL bytes are ordinary characters.
 // - A struct tokenizer is not thread-safe: encoding uses scratch buffers and a per-pretoken cache
 //   that live inside it. Use one tokenizer per thread.
-// - Decoding maps ids back through the ByteLevel decoder and replaces invalid UTF-8 with U+FFFD
-//   as HF does (String::from_utf8_lossy); ids outside the vocabulary are skipped, as HF does.
+// - Decoding maps ids to their token strings (added tokens included, unless skip_special drops
+//   the special ones) and runs the decoder as HF's Rust decoders do: ByteLevel with invalid UTF-8
+//   replaced by U+FFFD (String::from_utf8_lossy); or the character-level steps in order (a run of
+//   byte tokens that is not valid UTF-8 gives one U+FFFD per byte; the Metaspace decoder drops
+//   every replacement character of the first token). Ids outside the vocabulary are skipped, as
+//   HF does.
 // - Returned strings from tokenizer_token_str / tokenizer_chat_template / tokenizer_hash_hex are
 //   BORROWED: valid until tokenizer_delete.
 #ifndef SRLM_TOKENIZER_H
@@ -53,7 +65,7 @@ int tokenizer_encode(struct tokenizer *t, const char *text, size_t len, bool add
                      struct tok_ids *out, size_t *bad_offset);
 
 // The special tokens the post-processor puts before / after a sequence (TemplateProcessing
-// "single"; Llama-3: BOS before, nothing after). Returns the count; *ids is borrowed.
+// "single"; Llama-3, Llama-2, Gemma: BOS before, nothing after). Returns the count; *ids is borrowed.
 size_t tokenizer_special_prefix(const struct tokenizer *t, const int32_t **ids);
 size_t tokenizer_special_suffix(const struct tokenizer *t, const int32_t **ids);
 
