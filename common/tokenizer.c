@@ -1750,7 +1750,7 @@ struct chain {
 static void chain_add(struct chain *c, const char *s, size_t n)   // to the last token
 {
     if (c->len + n > c->cap) { c->cap = 2 * (c->len + n) + 64; c->buf = xrealloc(c->buf, c->cap); }
-    memcpy(c->buf + c->len, s, n);
+    if (n) memcpy(c->buf + c->len, s, n);   // (s may be NULL when n is 0: an empty chain fused)
     c->len += n;
     c->tok[c->n - 1].len += n;
 }

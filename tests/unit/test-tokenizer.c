@@ -132,6 +132,8 @@ static void test_sp_tiny(void)
     // "<0xZZ>" is an ordinary token: it decodes as its text, not as a byte
     CHECK(decodes_to(t, (int32_t[]){ 7, 15 }, 2, false, "a<0xZZ>"));
     CHECK(decodes_to(t, (int32_t[]){ 7, 999, -1 }, 3, false, "a"));     // unknown ids skipped
+    CHECK(decodes_to(t, (int32_t[]){ 1 }, 0, false, ""));                // nothing to fuse (UBSan: no memcpy from NULL)
+    CHECK(decodes_to(t, (int32_t[]){ 1, 2 }, 2, true, ""));
     tokenizer_delete(t);
 }
 
