@@ -151,6 +151,17 @@ uint64_t lora_hash(const struct lora *lo)
     return h;
 }
 
+bool lora_is_identity(const struct lora *lo)
+{
+    for (size_t k = 0; k < lo->ntensors; k++) {
+        if (!lo->tensors[k].is_b) continue;
+        const float *b = lo->params + lo->tensors[k].offset;
+        for (size_t i = 0; i < lo->tensors[k].numel; i++)
+            if (b[i] != 0.0f) return false;
+    }
+    return true;
+}
+
 uint64_t lora_policy_hash(uint64_t base_hash, uint64_t adapter_hash)
 {
     unsigned char b[8];

@@ -70,6 +70,7 @@
 #ifndef SRLM_LORA_H
 #define SRLM_LORA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
@@ -159,6 +160,10 @@ uint64_t lora_hash(const struct lora *lo);
 // teacher-logits) carry it as "model_xxh3" (with "base_model_xxh3" and "adapter_xxh3" beside it),
 // and rl-step compares it with the policy it trains, so the one number names both parts.
 uint64_t lora_policy_hash(uint64_t base_hash, uint64_t adapter_hash);
+// Whether the adapter changes nothing: every lora_B is exactly zero (PEFT's init), so base +
+// adapter computes the base model's function bit for bit (a new adapter's samples may come from
+// the base alone).
+bool lora_is_identity(const struct lora *lo);
 
 // Optimizer state beside the adapter, as model_state_save/load (model.h) but in the adapter's
 // layout: DIR/optimizer.safetensors holds "<buf name>.<PEFT tensor name>" for every buffer (f32,

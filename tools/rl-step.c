@@ -371,6 +371,11 @@ static void check_sampler(struct run *R, const msgpack_object *hdr)
         die(EX_DATAERR, "%s: the header names no sampling policy (model_xxh3): rl-step reads rollout | score "
             "output (or pass --allow-stale)", R->r.name);
     R->stale = strcmp(R->smp.hex, want) != 0;
+    // a new LoRA adapter (B = 0) is the base model itself: its first samples come from the base
+    char base_hex[17];
+    hash_hex(R->t.base_hash, base_hex);
+    if (R->stale && R->t.lora && R->t.start_step == 0 && lora_is_identity(R->t.lora) && !strcmp(R->smp.hex, base_hex))
+        R->stale = false;
     if (R->stale && !opt.allow_stale)
         die(EX_DATAERR, "%s: samples were drawn by model %s, but the policy being trained is %s (%s): sample "
             "with the current policy, or pass --allow-stale", R->r.name, R->smp.hex, want, topt.model_dir);

@@ -145,4 +145,17 @@ if grpo g2 --iters 2 2> g2.err; then
     expect_same g1/iter-4/model.safetensors g2/iter-4/model.safetensors "grpo.sh killed and restarted: the same final weights"
     expect_same g1/iter-4/state-8/optimizer.safetensors g2/iter-4/state-8/optimizer.safetensors "grpo.sh restarted: the same moments"
 else bad "grpo.sh (2 iterations) failed: $(tail -n 3 g2.err)"; fi
+
+# grpo.sh with LoRA: two iterations train one adapter; iteration 2 samples from base + iteration
+# 1's adapter (rollout --adapter), and rl-step takes those samples without --allow-stale
+if grpo gl --iters 2 --lora-rank 4 2> gl.err; then
+    [ -f gl/iter-2/adapter_model.safetensors ] && [ ! -f gl/iter-2/model.safetensors ] && ok \
+        || bad "grpo.sh --lora-rank: iteration 2 holds no adapter (or a full model)"
+    expect_eq "$(cut -f2 gl/rewards.tsv | tr '\n' ' ')" "1 3 " "grpo.sh --lora-rank: one optimizer run"
+    expect_eq "$(to-json --no-frame gl/iter-2/metrics.mp | jq -s -c '[.[] | select(.kind == "metrics") | .stale] | unique')" \
+        '[false]' "grpo.sh --lora-rank: iteration 2's samples come from the adapter being trained"
+    a1=$(to-json gl/iter-1/metrics.mp | jq -r 'select(.kind == "checkpoint") | .model_xxh3' | tail -n 1)
+    expect_eq "$(to-json gl/iter-2/samples.mp | head -n 1 | jq -r '.. | objects | select(.producer.name? == "rollout") | .adapter_xxh3' | head -n 1)" \
+        "$a1" "grpo.sh --lora-rank: iteration 2 sampled with iteration 1's adapter"
+else bad "grpo.sh --lora-rank failed: $(tail -n 3 gl.err)"; fi
 finish
