@@ -84,8 +84,8 @@ data() {
     # training or the test split.
     # shellcheck disable=SC2086
     make-task --split train --n $((N_WARM * 2)) --seed $((SEED + 1000)) $TASK_ARGS \
-        | jq -c --slurpfile a "$OUT/train.jsonl" --slurpfile b "$OUT/test.jsonl" \
-            '([$a[], $b[]] | map({(.prompt): 1}) | add) as $seen | select($seen[.prompt] | not)' \
+        | jq -nc --slurpfile a "$OUT/train.jsonl" --slurpfile b "$OUT/test.jsonl" \
+            '(reduce ($a[], $b[]) as $x ({}; .[$x.prompt] = 1)) as $seen | inputs | select($seen[.prompt] | not)' \
         | awk -v n="$N_WARM" 'NR <= n' > "$OUT/warm.jsonl"   # reads it all: no SIGPIPE upstream
     # RL prompts: train problems not used for the base model's short pre-training
     tail -n "$N_RL" "$OUT/train.jsonl" > "$OUT/rl-prompts.jsonl"
