@@ -11,8 +11,8 @@
 # iteration i+1, so every rollout comes from the weights being trained (rl-step checks it).
 #
 # usage: pipelines/grpo.sh --model DIR --prompts FILE --out DIR [--iters N] [-G N]
-#            [--prompts-per-iter N] [--seed S] [--ref DIR] [--lora-rank R]
-#            [--eval FILE] [--eval-every N]
+#            [--prompts-per-iter N] [--lr X] [--minibatches M] [--warmup N] [--schedule S]
+#            [--temperature T] [--seed S] [--ref DIR] [--lora-rank R] [--eval FILE] [--eval-every N]
 #            [--tokenize-arg A]... [--rollout-arg A]... [--score-arg A]... [--rl-arg A]...
 #
 #   --model DIR            starting policy (a Hugging Face directory with tokenizer.json); with
@@ -25,6 +25,13 @@
 #   -G N                   completions per prompt (default 8)
 #   --prompts-per-iter N   take the prompts N at a time, cycling through the file (default: all
 #                          of them every iteration)
+#   --lr X                 peak learning rate (default 1e-4)
+#   --minibatches M        optimizer steps per iteration: its rollout batch split in M (default 4)
+#   --warmup N             linear warm-up steps (default 8)
+#   --schedule S           cosine (default; decays to lr/10 at the run's last step), linear or
+#                          constant; the run has iters x M steps, which grpo.sh gives rl-step
+#   --temperature T        rollout's sampling temperature (default 0.7)
+#                          (these defaults are the study's recipe after SFT or KD, docs/rl.md)
 #   --seed S               rollout seed of iteration i is S + i (default 1337)
 #   --ref DIR              reference model for rl-step's KL penalty (pass --rl-arg --beta ...)
 #   --lora-rank R          train a LoRA adapter of rank R (default: $LORA_RANK, or 0 = every
@@ -34,11 +41,11 @@
 #                          (iteration, step, greedy pass@1, its 95% interval, prompts)
 #   --eval-every N         (default 2)
 #   --<stage>-arg A        one extra argument for that stage (repeat for several), e.g.
-#                          --score-arg --task --score-arg gsm8k --rl-arg --lr --rl-arg 1e-6
+#                          --score-arg --reward --score-arg correct=1,format=0.1
+#                          --rl-arg --beta --rl-arg 0.04 (with --ref)
 #
-# The learning rate, schedule and total --steps of the run go to rl-step through --rl-arg; with
-# a linear or cosine schedule, --steps must be the whole run's optimizer steps (iterations x
-# rollout batches per iteration x --num-iterations x --minibatches).
+# Each iteration's prompts form one rollout batch (rl-step --groups-per-step = the prompts of an
+# iteration), split into --minibatches steps.
 # Environment: THREADS (default: rollout's and rl-step's own), MAX_NEW (eval tokens, default 160).
 #
 # Finished iterations (DIR/iter-<i>/DONE) are skipped, so a killed run restarts where it stopped:
@@ -52,6 +59,7 @@ die() { echo "grpo.sh: $*" >&2; exit 64; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 model='' prompts='' out='' iters=10 G=8 per_iter=0 seed=1337 ref='' lora=${LORA_RANK:-0}
+lr=1e-4 minibatches=4 warmup=8 schedule=cosine temperature=0.7
 evalf='' eval_every=2
 tok_args=() roll_args=() score_args=() rl_args=()
 while [ $# -gt 0 ]; do
@@ -65,6 +73,11 @@ while [ $# -gt 0 ]; do
         -G) G=$2 ;;
         --prompts-per-iter) per_iter=$2 ;;
         --seed) seed=$2 ;;
+        --lr) lr=$2 ;;
+        --minibatches) minibatches=$2 ;;
+        --warmup) warmup=$2 ;;
+        --schedule) schedule=$2 ;;
+        --temperature) temperature=$2 ;;
         --ref) ref=$2 ;;
         --lora-rank) lora=$2 ;;
         --eval) evalf=$2 ;;
@@ -82,12 +95,15 @@ done
 [ -n "$out" ] || die "--out DIR is required"
 [ -f "$prompts" ] || { echo "grpo.sh: $prompts: no such file" >&2; exit 66; }
 [ -z "$evalf" ] || [ -f "$evalf" ] || { echo "grpo.sh: $evalf: no such file" >&2; exit 66; }
-for v in iters G per_iter seed lora eval_every; do
+for v in iters G per_iter seed lora eval_every minibatches warmup; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "--${v//_/-}: not a number: ${!v}"
 done
-if [ "$iters" -lt 1 ] || [ "$G" -lt 1 ] || [ "$eval_every" -lt 1 ]; then
-    die "--iters, -G and --eval-every must be >= 1"
+if [ "$iters" -lt 1 ] || [ "$G" -lt 1 ] || [ "$eval_every" -lt 1 ] || [ "$minibatches" -lt 1 ]; then
+    die "--iters, -G, --minibatches and --eval-every must be >= 1"
 fi
+[[ $lr =~ ^[0-9.]+([eE][-+]?[0-9]+)?$ ]] || die "--lr: not a number: $lr"
+[[ $temperature =~ ^[0-9.]+([eE][-+]?[0-9]+)?$ ]] || die "--temperature: not a number: $temperature"
+case $schedule in cosine|linear|constant) ;; *) die "--schedule: $schedule is not cosine, linear or constant" ;; esac
 ref_args=() thr_args=()
 [ -n "$ref" ] && ref_args=(--ref "$ref")
 [ -n "${THREADS:-}" ] && thr_args=(--threads "$THREADS")
@@ -95,6 +111,13 @@ ref_args=() thr_args=()
 mkdir -p "$out"
 nprompts=$(grep -c . "$prompts" || true)
 [ "$nprompts" -gt 0 ] || { echo "grpo.sh: $prompts: no prompts" >&2; exit 65; }
+# one optimizer run: iters x minibatches steps, each iteration's prompts one rollout batch
+gps=$per_iter; [ "$gps" -eq 0 ] && gps=$nprompts
+steps=$((iters * minibatches))
+[ "$warmup" -le "$steps" ] || die "--warmup $warmup exceeds the run's $steps steps"
+sched=(--lr "$lr" --schedule "$schedule" --warmup "$warmup" --steps "$steps" --minibatches "$minibatches"
+       --groups-per-step "$gps")
+[ "$schedule" = constant ] || sched+=(--min-lr "$(awk -v l="$lr" 'BEGIN { print l / 10 }')")
 
 # The prompts of iteration i: all of them, or the i-th window of --prompts-per-iter (cyclic).
 prompts_of() {
@@ -140,12 +163,12 @@ for ((i = 1; i <= iters; i++)); do
     # shellcheck disable=SC2046
     prompts_of "$i" \
         | tokenize --tokenizer "$model" ${tok_args[@]+"${tok_args[@]}"} \
-        | rollout $(policy_args $((i - 1))) -G "$G" --seed $((seed + i)) ${thr_args[@]+"${thr_args[@]}"} \
-            ${roll_args[@]+"${roll_args[@]}"} \
+        | rollout $(policy_args $((i - 1))) -G "$G" --temperature "$temperature" --seed $((seed + i)) \
+            ${thr_args[@]+"${thr_args[@]}"} ${roll_args[@]+"${roll_args[@]}"} \
         | score ${score_args[@]+"${score_args[@]}"} \
         | tee "$dir/samples.mp" \
-        | rl-step "${start[@]}" --out "$dir" ${ref_args[@]+"${ref_args[@]}"} ${thr_args[@]+"${thr_args[@]}"} \
-            ${rl_args[@]+"${rl_args[@]}"} \
+        | rl-step "${start[@]}" --out "$dir" "${sched[@]}" ${ref_args[@]+"${ref_args[@]}"} \
+            ${thr_args[@]+"${thr_args[@]}"} ${rl_args[@]+"${rl_args[@]}"} \
         > "$dir/metrics.mp"
     # mean reward of the iteration's samples, and the run's step its first update took
     r=$(to-json --no-frame "$dir/samples.mp" | jq -s '[.[] | select(.kind == "sample") | .reward] | if length > 0 then add / length else null end')

@@ -14,23 +14,28 @@
 #   OUT/round-<i>/   the student after round i (and its samples and metrics); a round that is
 #                    done (OUT/round-<i>/DONE) is skipped, so a killed run restarts where it stopped
 # Environment: ROUNDS (default 4), G (samples per prompt, default 2), TEMPERATURE (default 1),
-# MAX_NEW (default 256), TOP_K (default 16), SEED (default 1337), THREADS (default 2).
+# MAX_NEW (default 256), TOP_K (default 16), SEED (default 1337), THREADS (default 2),
+# LORA_RANK (default 0: every weight; R > 0 trains one LoRA adapter of rank R over the rounds,
+# and the student samples with STUDENT + the previous round's adapter).
 set -euo pipefail
 case " $* " in *" -h "*|*" --help "*) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 [ $# -ge 4 ] || { echo "usage: onpolicy-kd.sh TEACHER STUDENT PROMPTS.jsonl OUT [sft-step options...]" >&2; exit 64; }
 teacher=$1 student=$2 prompts=$3 out=$4
 shift 4
 [ -f "$prompts" ] || { echo "onpolicy-kd.sh: $prompts: no such file" >&2; exit 66; }
-rounds=${ROUNDS:-4} threads=${THREADS:-2}
+rounds=${ROUNDS:-4} threads=${THREADS:-2} lora=${LORA_RANK:-0}
+[[ $lora =~ ^[0-9]+$ ]] || { echo "onpolicy-kd.sh: LORA_RANK must be a number" >&2; exit 64; }
 policy=$student
 for ((i = 1; i <= rounds; i++)); do
     dir=$out/round-$i
     if [ -f "$dir/DONE" ]; then policy=$dir; continue; fi
     mkdir -p "$dir"
-    start=(--model "$student")
+    start=(--model "$student") sampler=(--model "$policy")
+    [ "$lora" -gt 0 ] && start+=(--lora-rank "$lora")
     [ "$i" -gt 1 ] && start+=(--continue "$policy")
-    tokenize --tokenizer "$policy" < "$prompts" \
-      | rollout --model "$policy" -G "${G:-2}" --temperature "${TEMPERATURE:-1}" \
+    [ "$lora" -gt 0 ] && [ "$i" -gt 1 ] && sampler=(--model "$student" --adapter "$policy")
+    tokenize --tokenizer "$student" < "$prompts" \
+      | rollout "${sampler[@]}" -G "${G:-2}" --temperature "${TEMPERATURE:-1}" \
           --max-new-tokens "${MAX_NEW:-256}" --seed $(( ${SEED:-1337} + i )) --threads "$threads" -q \
       | teacher-logits --model "$teacher" --top-k "${TOP_K:-16}" --threads "$threads" -q \
       > "$dir/samples.mp"

@@ -133,15 +133,12 @@ seqkd() {   # seqkd NAME START: the student trains on the teacher's correct samp
         --schedule cosine --warmup "$WARMUP" "${TRAIN_ARGS[@]}" "$OUT/teacher-correct.mp" > "$OUT/$1/metrics.mp"
 }
 grpo() {   # grpo NAME START LR: one optimizer run of RL_ITERS x RL_MINIBATCHES steps
-    local steps=$((RL_ITERS * RL_MINIBATCHES)) lr=$3
     grpo.sh --model "$OUT/$2" --prompts "$OUT/rl-prompts.jsonl" --out "$OUT/$1" --iters "$RL_ITERS" -G "$G" \
-        --prompts-per-iter "$RL_PROMPTS" --seed "$SEED" --eval "$OUT/test.jsonl" --eval-every "$RL_EVAL_EVERY" \
-        --rollout-arg --temperature --rollout-arg "$RL_TEMPERATURE" --rollout-arg --max-new-tokens --rollout-arg 160 \
-        --rollout-arg -q --score-arg --task --score-arg gsm8k --score-arg -q \
-        --rl-arg --lr --rl-arg "$lr" --rl-arg --schedule --rl-arg cosine --rl-arg --min-lr --rl-arg "$(awk -v l="$lr" 'BEGIN { print l / 10 }')" \
-        --rl-arg --warmup --rl-arg "$RL_WARMUP" --rl-arg --steps --rl-arg "$steps" \
-        --rl-arg --groups-per-step --rl-arg "$RL_PROMPTS" --rl-arg --minibatches --rl-arg "$RL_MINIBATCHES" \
-        --rl-arg -q
+        --prompts-per-iter "$RL_PROMPTS" --lr "$3" --minibatches "$RL_MINIBATCHES" --warmup "$RL_WARMUP" \
+        --schedule cosine --temperature "$RL_TEMPERATURE" --seed "$SEED" \
+        --eval "$OUT/test.jsonl" --eval-every "$RL_EVAL_EVERY" \
+        --rollout-arg --max-new-tokens --rollout-arg 160 --rollout-arg -q \
+        --score-arg --task --score-arg gsm8k --score-arg -q --rl-arg -q
 }
 merge_lora() { lora-merge --model "$OUT/$2" --adapter "$OUT/$1" --out "$OUT/$1-merged" -q; }
 

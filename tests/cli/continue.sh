@@ -102,6 +102,17 @@ sft-step --continue sa --out sb --batch-tokens 40 --truncate --threads 1 -q B.mp
 expect_eq "$(steps sa.mp sb.mp)" "$(steps sab.mp)" "sft-step chained: step, lr, loss as one process"
 expect_same sab/model.safetensors sb/model.safetensors "sft-step chained: the same weights as one process"
 
+# a model directory without tokenizer.json: the trainer says so (its checkpoints would hold none);
+# with one, every checkpoint is a complete model (tokenizer files copied, as save_pretrained does)
+sft-step --model pol --out nt --steps 1 --batch-tokens 80 --truncate --threads 1 -q A.mp > /dev/null 2> nt.err
+grep -q "pol has no tokenizer.json" nt.err && ok || bad "no warning for a model without tokenizer.json: $(head -c 200 nt.err)"
+cp "$ARITH/tokenizer.json" "$ARITH/tokenizer_config.json" s0/ 2>/dev/null
+echo '{"bos_token_id": 1, "eos_token_id": 2}' > s0/generation_config.json
+sft-step --model s0 --out ck --steps 2 --save-every 1 --batch-tokens 40 --truncate --threads 1 -q A.mp > /dev/null 2>&1
+for f in tokenizer.json tokenizer_config.json generation_config.json; do
+    expect_same s0/$f ck/$f "checkpoint holds $f"
+done
+
 # ---------------------------------------------------------------------------------------------
 # grpo.sh: the step counts across iterations; killed in iteration 3 and restarted, it ends with
 # the same bits as an uninterrupted run.

@@ -35,6 +35,13 @@ expect_eq "$(to-json --no-frame "$TMP/op/round-2/metrics.mp" | jq -c 'select(.ki
 expect_eq "$(to-json "$TMP/op/round-2/metrics.mp" | head -n 1 | jq -r '.continued_from.path')" "$TMP/op/round-1" \
     "on-policy round 2 continues round 1's optimizer run"
 
+# with LoRA: one adapter over the rounds, round 2 sampling with round 1's adapter
+expect_rc 0 "onpolicy-kd.sh with LORA_RANK=4" -- env LORA_RANK=4 ROUNDS=2 G=2 MAX_NEW=32 TOP_K=8 onpolicy-kd.sh "$TMP/T1" "$TMP/S" "$TMP/p.jsonl" "$TMP/opl" --steps 4 --lr 1e-2 -q
+[ -f "$TMP/opl/round-2/adapter_model.safetensors" ] && [ ! -f "$TMP/opl/round-2/model.safetensors" ] && ok \
+    || bad "on-policy KD with LoRA: round 2 holds no adapter (or a full model)"
+a1=$(to-json "$TMP/opl/round-1/metrics.mp" | jq -r 'select(.kind == "checkpoint") | .model_xxh3' | tail -n 1)
+expect_eq "$(to-json "$TMP/opl/round-2/samples.mp" | head -n 1 | jq -r '.. | objects | select(.producer.name? == "rollout") | .adapter_xxh3' | head -n 1)" \
+    "$a1" "on-policy KD with LoRA: round 2 samples with round 1's adapter"
 expect_rc 64 "seqkd.sh usage" -- seqkd.sh "$TMP/T1"
 expect_rc 66 "seqkd.sh missing prompts" -- seqkd.sh "$TMP/T1" "$TMP/S" "$TMP/none.jsonl" "$TMP/x"
 expect_rc 64 "onpolicy-kd.sh usage" -- onpolicy-kd.sh

@@ -62,7 +62,7 @@ c = [r for r in map(json.loads, sys.stdin) if r["kind"] == "metrics"]
 t = [json.loads(l) for l in open(sys.argv[1])]
 assert len(c) == len(t), f"{len(c)} steps vs torch {len(t)}"
 for a, b in zip(c, t):
-    # rl-step uses TRL's names (clip_ratio/low_mean ...), the oracle its own
+    # rl-step uses the TRL names (clip_ratio/low_mean ...), the oracle its own
     for k, kt in (("loss", "loss"), ("grad_norm", "grad_norm"), ("kl", "kl"), ("entropy", "entropy"),
                   ("clip_ratio/low_mean", "clip_low"), ("clip_ratio/high_mean", "clip_high"), ("tokens", "tokens")):
         if k == "kl" and k not in a: continue
@@ -102,7 +102,8 @@ expect_rc 64 "bad --num-iterations" -- rl-step $P --out o --num-iterations 0
 expect_rc 64 "bad --eps-low" -- rl-step $P --out o --eps-low 1.5
 expect_rc 64 "bad number" -- rl-step $P --out o --beta abc
 expect_rc 64 "bad --recipe" -- rl-step $P --out o --recipe ppo
-expect_rc 64 "operand" -- rl-step $P --out o file.mp
+expect_rc 66 "a missing FILE operand" -- rl-step $P --out o file.mp
+expect_rc 64 "two FILE operands" -- rl-step $P --out o llama-b4.mp llama-b4.mp
 
 # stale samples: another model's hash in the header
 jq -c 'if .kind == "header" then .upstream.model_xxh3 = "0123456789abcdef" else . end' b4.jsonl | mk stale.mp
