@@ -513,6 +513,8 @@ static void check(struct rec_writer *w, int rc)
 
 void rec_writer_open(struct rec_writer *w, FILE *fp)
 {
+    // binary records would only garble a terminal (gzip refuses the same way)
+    if (isatty(fileno(fp))) die(EX_USAGE, "not writing msgpack to a terminal; pipe into to-json (or redirect to a file)");
     memset(w, 0, sizeof *w);
     w->fp = fp;
     msgpack_packer_init(&w->pk, w, write_cb);

@@ -121,6 +121,7 @@ struct rec_writer {
     int in_record;
 };
 
+// Exits 64 ("not writing msgpack to a terminal; pipe into to-json") when fp is a terminal.
 void rec_writer_open(struct rec_writer *w, FILE *fp);
 // Writes the header map. fields: a function that packs `nextra` extra key/value pairs after the
 // standard ones (schema, schema_version, producer, upstream); may be NULL with nextra = 0.

@@ -81,7 +81,6 @@ static struct opts parse_args(int argc, char **argv)
         usage_error("--kind: \"%s\" cannot be a data record's kind", o.kind);
     if (argc - optind > 1) usage_error("too many operands (one input file at most)");
     if (optind < argc) o.file = argv[optind];
-    if (isatty(STDOUT_FILENO)) usage_error("refusing to write msgpack to a terminal; redirect stdout or pipe it to to-json");
     return o;
 }
 
