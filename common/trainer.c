@@ -3,6 +3,7 @@
 #include "blas.h"
 #include "json.h"
 #include "lora.h"
+#include "progress.h"
 #include "tfevents.h"
 #include "util.h"
 
@@ -734,10 +735,16 @@ int trainer_step(struct trainer *t, const struct trainer_metrics *m)
     pack_metrics(t->w, s, m, lr, gn, tps, now - t->t_start, t->epoch);
     rec_flush(t->w);
     if (t->tb) log_tensorboard(t, s, m, lr, gn, tps, now - t->t_start);
-    char total[32] = "";
+    char total[32] = "", el[32], eta[48] = "";
     if (t->opt.steps) snprintf(total, sizeof total, "/%ld", t->opt.steps);
-    log_info("step=%ld%s loss=%.4f lr=%.1e tok/s=%.0f%s%s", s, total, m->loss, lr, tps,
-             m->progress ? " " : "", m->progress ? m->progress : "");
+    double run = now - t->t_start;   // this process's steps so far predict the rest
+    if (t->opt.steps && s < t->opt.steps && s > t->start_step) {
+        char c[32];
+        snprintf(eta, sizeof eta, " eta=%s",
+                 progress_clock(run / (double)(s - t->start_step) * (double)(t->opt.steps - s), c));
+    }
+    log_info("step=%ld%s loss=%.4f lr=%.1e tok/s=%.0f elapsed=%s%s%s%s", s, total, m->loss, lr, tps,
+             progress_clock(run, el), eta, m->progress ? " " : "", m->progress ? m->progress : "");
 
     if ((t->opt.save_every > 0 && s % t->opt.save_every == 0) || (t->opt.steps && s == t->opt.steps))
         trainer_checkpoint(t);

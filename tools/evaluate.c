@@ -9,6 +9,7 @@
 // stdout: a srlm.metrics stream holding one record of kind "eval" (default), or the same record
 //         as one JSON line (--json), or CSV rows (--csv). A table goes to stderr (not with -q).
 // files:  none (no model: evaluate reads the rewards score wrote).
+#include "progress.h"
 #include "evalstats.h"
 #include "json.h"
 #include "rec.h"
@@ -52,6 +53,8 @@ static void usage(FILE *f)
         "  --json               write the eval record as one JSON line instead of a stream\n"
         "  --csv                write CSV: label,metric,k,value,ci_low,ci_high,ci,prompts,samples\n"
         "  --max-record-bytes N largest input record (default 64M)\n"
+        "  --progress-every S   seconds between progress lines when stderr is not a terminal\n"
+        "                       (default 30; 0: every group); -q: none\n"
         "  -q, -v               quieter (no table), more verbose;  -h help;  -V version\n"
         "\n"
         "Exit status: 0 ok, 64 usage, 65 bad input (a malformed stream, unscored samples, groups\n"
@@ -76,7 +79,7 @@ static void parse_ks(const char *s)
 
 static void parse_args(int argc, char **argv)
 {
-    enum { O_K = 256, O_GREEDY, O_THRESH, O_BOOT, O_LABEL, O_JSON, O_CSV, O_MAXREC };
+    enum { O_K = 256, O_GREEDY, O_THRESH, O_BOOT, O_LABEL, O_JSON, O_CSV, O_MAXREC, O_PROGRESS };
     static const struct option lo[] = {
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
         {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
@@ -84,7 +87,8 @@ static void parse_args(int argc, char **argv)
         {"threshold", required_argument, 0, O_THRESH}, {"bootstrap", required_argument, 0, O_BOOT},
         {"seed", required_argument, 0, 's'}, {"label", required_argument, 0, O_LABEL},
         {"json", no_argument, 0, O_JSON}, {"csv", no_argument, 0, O_CSV},
-        {"max-record-bytes", required_argument, 0, O_MAXREC}, {0, 0, 0, 0}};
+        {"max-record-bytes", required_argument, 0, O_MAXREC},
+        {"progress-every", required_argument, 0, O_PROGRESS}, {0, 0, 0, 0}};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":hVqvs:", lo, NULL)) != -1) {
@@ -99,6 +103,7 @@ static void parse_args(int argc, char **argv)
         case O_BOOT: opt.bootstrap = (int)parse_int(optarg, 1, 1000000, "--bootstrap"); break;
         case 's': opt.seed = (uint64_t)parse_int(optarg, 0, LLONG_MAX, "--seed"); break;
         case O_LABEL: opt.label = optarg; break;
+        case O_PROGRESS: progress_parse_every(optarg); break;
         case O_JSON: case O_CSV:
             if (opt.format && opt.format != (c == O_JSON ? 1 : 2)) usage_error("--json and --csv do not go together");
             opt.format = c == O_JSON ? 1 : 2;
@@ -424,7 +429,10 @@ int main(int argc, char **argv)
     const msgpack_object *hdr = rec_read_header(&r, schemas, "evaluate reads the output of score (rollout | score)");
     struct state s = {0};
     msgpack_object rec;
-    while (rec_reader_next_data(&r, &rec)) add_sample(&s, &r, &rec);
+    struct progress pg;
+    progress_init(&pg, "samples", -1);
+    while (rec_reader_next_data(&r, &rec)) add_sample(&s, &r, &rec), progress_add(&pg, 1, 0);
+    progress_end(&pg);
     close_group(&s, r.name);
     if (!s.P) die(EX_DATAERR, "%s: no samples to evaluate", in_name);
     struct metric m[2 * MAX_K + 4];

@@ -19,6 +19,7 @@
 #include <getopt.h>
 #include <string.h>
 
+#include "progress.h"
 #include "blas.h"
 #include "generate.h"
 #include "lora.h"
@@ -67,6 +68,8 @@ static void usage(FILE *f)
         "      --dtype bf16         decode from bf16 weights: the policy rounded to bf16 (exact for a\n"
         "                           bf16 checkpoint), half the memory traffic per token (default f32)\n"
         "      --max-record-bytes N largest input record (default 64M)\n"
+        "      --progress-every S   seconds between progress lines when stderr is not a terminal\n"
+        "                           (default 30; 0: every batch); -q: none\n"
         "  -q, --quiet              warnings and errors only\n"
         "  -v, --verbose            more detail\n"
         "  -h, --help               print this help and exit\n"
@@ -83,7 +86,7 @@ static void usage(FILE *f)
 
 static void parse_args(int argc, char **argv)
 {
-    enum { O_TEMP = 256, O_TOPP, O_TOPK, O_MINP, O_GREEDY, O_MAXNEW, O_STOP, O_SEED, O_THREADS, O_BATCH, O_MAXREC, O_DTYPE, O_ADAPTER };
+    enum { O_TEMP = 256, O_TOPP, O_TOPK, O_MINP, O_GREEDY, O_MAXNEW, O_STOP, O_SEED, O_THREADS, O_BATCH, O_MAXREC, O_DTYPE, O_ADAPTER, O_PROGRESS };
     static const struct option lo[] = {
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
         {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
@@ -94,7 +97,8 @@ static void parse_args(int argc, char **argv)
         {"stop", required_argument, 0, O_STOP}, {"seed", required_argument, 0, O_SEED},
         {"threads", required_argument, 0, O_THREADS}, {"batch-prompts", required_argument, 0, O_BATCH},
         {"max-record-bytes", required_argument, 0, O_MAXREC}, {"dtype", required_argument, 0, O_DTYPE},
-        {"adapter", required_argument, 0, O_ADAPTER}, {0, 0, 0, 0}};
+        {"adapter", required_argument, 0, O_ADAPTER},
+        {"progress-every", required_argument, 0, O_PROGRESS}, {0, 0, 0, 0}};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "hVqvm:G:", lo, NULL)) != -1) {
@@ -105,6 +109,7 @@ static void parse_args(int argc, char **argv)
         case 'v': log_level++; break;
         case 'm': opt.model = optarg; break;
         case O_ADAPTER: opt.adapter = optarg; break;
+        case O_PROGRESS: progress_parse_every(optarg); break;
         case 'G': opt.G = (int)parse_int(optarg, 1, 4096, "-G"); break;
         case O_TEMP: opt.temperature = parse_float(optarg, 0, 1e4, "--temperature"); break;
         case O_TOPP: opt.top_p = parse_float(optarg, 1e-9, 1, "--top-p"); break;
@@ -337,12 +342,20 @@ int main(int argc, char **argv)
     int n = 0;
     msgpack_object rec;
     double t0 = now_seconds();
+    struct progress pg;
+    progress_init(&pg, "prompts", -1);
+    long long new_before = 0;
     while (rec_reader_next_data(&r, &rec)) {
         read_prompt(&r, &rec, &m, &pb[n++]);
         nprompts++;
-        if (n == opt.batch_prompts) run_batch(g, &w, tok, pb, n, finish_count), n = 0;
+        if (n == opt.batch_prompts) {
+            run_batch(g, &w, tok, pb, n, finish_count);
+            progress_add(&pg, n, generator_stats(g)->new_tokens - new_before);
+            new_before = generator_stats(g)->new_tokens, n = 0;
+        }
     }
     if (n) run_batch(g, &w, tok, pb, n, finish_count);
+    progress_end(&pg);
     rec_write_end(&w);
 
     const struct gen_stats *st = generator_stats(g);

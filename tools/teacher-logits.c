@@ -23,6 +23,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "progress.h"
 #include "blas.h"
 #include "lm.h"
 #include "lora.h"
@@ -59,8 +60,11 @@ static void usage(FILE *f)
         "  -k, --top-k K            token ids kept per position (1..%d, at most the vocabulary)\n"
         "      --temperature T      log softmax(z / T) (default 1)\n"
         "      --batch-tokens N     tokens per teacher forward (default 1024; memory grows with it)\n"
-        "      --threads N          compute threads (default: BLIS_NUM_THREADS / OMP_NUM_THREADS, else 1)\n"
+        "      --threads N          compute threads (default: BLIS_NUM_THREADS / OMP_NUM_THREADS, else\n"
+        "                           the CPUs this process may use)\n"
         "      --max-record-bytes N largest input record (default 64M)\n"
+        "      --progress-every S   seconds between progress lines when stderr is not a terminal\n"
+        "                           (default 30; 0: every batch); -q: none\n"
         "  -q, --quiet              warnings and errors only\n"
         "  -v, --verbose            more detail\n"
         "  -h, --help               print this help and exit\n"
@@ -75,14 +79,15 @@ static void usage(FILE *f)
 
 static void parse_args(int argc, char **argv)
 {
-    enum { O_TEMP = 256, O_BATCH, O_THREADS, O_MAXREC, O_ADAPTER };
+    enum { O_TEMP = 256, O_BATCH, O_THREADS, O_MAXREC, O_ADAPTER, O_PROGRESS };
     static const struct option lo[] = {
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
         {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
         {"model", required_argument, 0, 'm'}, {"top-k", required_argument, 0, 'k'},
         {"temperature", required_argument, 0, O_TEMP}, {"batch-tokens", required_argument, 0, O_BATCH},
         {"threads", required_argument, 0, O_THREADS}, {"max-record-bytes", required_argument, 0, O_MAXREC},
-        {"adapter", required_argument, 0, O_ADAPTER}, {0, 0, 0, 0}};
+        {"adapter", required_argument, 0, O_ADAPTER},
+        {"progress-every", required_argument, 0, O_PROGRESS}, {0, 0, 0, 0}};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "hVqvm:k:", lo, NULL)) != -1) {
@@ -93,6 +98,7 @@ static void parse_args(int argc, char **argv)
         case 'v': log_level++; break;
         case 'm': opt.model = optarg; break;
         case O_ADAPTER: opt.adapter = optarg; break;
+        case O_PROGRESS: progress_parse_every(optarg); break;
         case 'k': opt.top_k = (int)parse_int(optarg, 1, TOPK_MAX, "--top-k"); break;
         case O_TEMP: opt.temperature = parse_float(optarg, 1e-4, 1e4, "--temperature"); break;
         case O_BATCH: opt.batch_tokens = (int)parse_int(optarg, 1, 1 << 24, "--batch-tokens"); break;
@@ -309,16 +315,24 @@ int main(int argc, char **argv)
     long long btok = 0, ntok = 0;
     double t0 = now_seconds();
     msgpack_object rec;
+    struct progress pg;
+    progress_init(&pg, "records", -1);
     while (rec_reader_next_data(&r, &rec)) {
         struct item it;
         read_item(&r, &rec, &t, &it);
         nrec++;
-        if (nb > 0 && btok + it.n > opt.batch_tokens) run_batch(&t, &w, b, (int)nb, &ntok), nb = 0, btok = 0;
+        if (nb > 0 && btok + it.n > opt.batch_tokens) {
+            long long before = ntok;
+            run_batch(&t, &w, b, (int)nb, &ntok);
+            progress_add(&pg, (long long)nb, ntok - before);
+            nb = 0, btok = 0;
+        }
         if (nb == cap) b = xrealloc(b, (cap *= 2) * sizeof *b);
         b[nb++] = it;
         btok += it.n;
     }
     if (nb) run_batch(&t, &w, b, (int)nb, &ntok);
+    progress_end(&pg);
     rec_write_end(&w);
     double dt = now_seconds() - t0;
     log_info("records=%zu tokens=%lld tok/s=%.1f seconds=%.2f", nrec, ntok, dt > 0 ? ntok / dt : 0.0, dt);

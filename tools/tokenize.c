@@ -19,6 +19,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "progress.h"
 #include "chat.h"
 #include "json.h"
 #include "rec.h"
@@ -71,6 +72,8 @@ static void usage(void)
            "      --max-len n            keep at most n tokens per record\n"
            "      --truncate left|right  which end --max-len cuts (default right: keep the start)\n"
            "      --max-line-bytes n     refuse longer input lines (default 64M)\n"
+           "      --progress-every S     seconds between progress lines when stderr is not a terminal\n"
+           "                             (default 30; 0: every record); -q: none\n"
            "  -q, --quiet                warnings only\n"
            "  -v, --verbose              more detail\n"
            "  -h, --help                 print this help and exit\n"
@@ -83,7 +86,7 @@ static void usage(void)
 static struct opts parse_args(int argc, char **argv)
 {
     enum { O_PROMPT = 256, O_COMPLETION, O_TEXT, O_MESSAGES, O_TEMPLATE, O_DATE, O_NO_THINK, O_EOS,
-           O_NO_EOS, O_MAX_LEN, O_TRUNCATE, O_MAX_LINE };
+           O_NO_EOS, O_MAX_LEN, O_TRUNCATE, O_MAX_LINE, O_PROGRESS };
     static const struct option longopts[] = {
         { "tokenizer", required_argument, NULL, 't' }, { "prompt-field", required_argument, NULL, O_PROMPT },
         { "completion-field", required_argument, NULL, O_COMPLETION }, { "text-field", required_argument, NULL, O_TEXT },
@@ -92,6 +95,7 @@ static struct opts parse_args(int argc, char **argv)
         { "no-thinking", no_argument, NULL, O_NO_THINK }, { "eos", no_argument, NULL, O_EOS },
         { "no-eos", no_argument, NULL, O_NO_EOS }, { "max-len", required_argument, NULL, O_MAX_LEN },
         { "truncate", required_argument, NULL, O_TRUNCATE }, { "max-line-bytes", required_argument, NULL, O_MAX_LINE },
+        { "progress-every", required_argument, NULL, O_PROGRESS },
         { "quiet", no_argument, NULL, 'q' }, { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' }, { NULL, 0, NULL, 0 },
     };
@@ -125,6 +129,7 @@ static struct opts parse_args(int argc, char **argv)
             o.truncate = optarg[0] == 'l' ? CHAT_TRUNCATE_LEFT : CHAT_TRUNCATE_RIGHT;
             break;
         case O_MAX_LINE: o.max_line = parse_size(optarg, 16, (size_t)1 << 32, "--max-line-bytes"); break;
+        case O_PROGRESS: progress_parse_every(optarg); break;
         case 'q': log_level = LOG_LEVEL_WARN; break;
         case 'v': log_level = LOG_LEVEL_DEBUG; break;
         case 'h': usage(); tool_exit(0);
@@ -371,6 +376,8 @@ int main(int argc, char **argv)
     size_t ntrunc = 0, ntokens = 0;
     char err[700], id[512];
     json_t *rec;
+    struct progress pg;
+    progress_init(&pg, "records", -1);
     while ((rec = jsonl_next(&jr))) {
         int mode = render_record(&r, &jr, rec, &b);
         if (!json_pack_check_members(rec, err, sizeof err)) jsonl_fail(&jr, "%s", err);
@@ -385,7 +392,9 @@ int main(int argc, char **argv)
         example_id(&jr, rec, id, sizeof id);
         pack_example(&w, rec, id, &x);
         json_decref(rec);
+        progress_add(&pg, 1, (long long)x.ids.n);
     }
+    progress_end(&pg);
     rec_write_end(&w);
     if (ntrunc) log_info("records=%zu truncated=%zu (to --max-len %zu, %s end cut)", w.ndata, ntrunc,
                          r.o.max_len, r.o.truncate == CHAT_TRUNCATE_LEFT ? "left" : "right");
