@@ -694,3 +694,27 @@ json_t *model_state_load(const char *dir, const struct model_config *cfg,
     free(e);
     return ts;
 }
+
+void model_write_generation_config(const struct model_config *cfg, const char *dir)
+{
+    char *path = path_join(dir, "generation_config.json");
+    bool has = access(path, F_OK) == 0;
+    free(path);
+    if (has) return;
+    json_t *o = json_object();
+    if (cfg->bos_token_id >= 0) json_object_set_new(o, "bos_token_id", json_integer(cfg->bos_token_id));
+    if (cfg->n_eos == 1) json_object_set_new(o, "eos_token_id", json_integer(cfg->eos_token_ids[0]));
+    if (cfg->n_eos > 1) {
+        json_t *a = json_array();
+        for (int i = 0; i < cfg->n_eos && i < 8; i++) json_array_append_new(a, json_integer(cfg->eos_token_ids[i]));
+        json_object_set_new(o, "eos_token_id", a);
+    }
+    if (cfg->n_eos > 0) json_object_set_new(o, "pad_token_id", json_integer(cfg->eos_token_ids[0]));
+    json_object_set_new(o, "do_sample", json_true());
+    json_object_set_new(o, "temperature", json_real(0.7));
+    json_object_set_new(o, "top_p", json_real(1.0));
+    json_object_set_new(o, "top_k", json_integer(0));
+    json_object_set_new(o, "max_new_tokens", json_integer(160));
+    json_write_file(dir, "generation_config.json", o);
+    json_decref(o);
+}

@@ -194,6 +194,12 @@ uint64_t model_hash(const struct model *m);
 // from src (a directory, or the path of a tokenizer.json) into dir, atomically. Exit 66 when
 // tokenizer.json is missing and required is set.
 void model_copy_tokenizer(const char *src, const char *dir, int required);
+// Writes dir/generation_config.json unless dir has one, as transformers' save_pretrained does:
+// bos_token_id / eos_token_id (one id or a list) / pad_token_id (the first EOS) from the config,
+// and the sampling defaults the study uses (do_sample, temperature 0.7, top_p 1.0, top_k 0,
+// max_new_tokens 160), so transformers' generate() and llama.cpp's converter take the directory
+// as it is. Atomic; exit 73 on failure.
+void model_write_generation_config(const struct model_config *cfg, const char *dir);
 // Highest token id + 1 of a tokenizer.json (model.vocab and added_tokens).
 int model_tokenizer_vocab_size(const char *path);
 

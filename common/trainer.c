@@ -8,6 +8,7 @@
 #include "util.h"
 
 #include <dirent.h>
+#include <ftw.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -70,6 +71,7 @@ int trainer_parse_option(struct trainer_options *o, int c, const char *arg)
     case TRAINER_O_CONTINUE: o->continue_dir = arg; return 1;
     case TRAINER_O_ADAPTER: o->adapter_dir = arg; return 1;
     case TRAINER_O_LOG_DIR: o->log_dir = arg; return 1;
+    case TRAINER_O_SAVE_LIMIT: o->save_total_limit = (long)parse_int(arg, 0, LONG_MAX / 2, "--save-total-limit"); return 1;
     }
     return 0;
 }
@@ -103,7 +105,9 @@ void trainer_usage(FILE *f)
         "                           never decay (as transformers' Trainer) (default 0)\n"
         "      --beta1 X --beta2 X --adam-eps X   AdamW (default 0.9, 0.999, 1e-8)\n"
         "      --clip X             max global gradient norm, 0 = off (default 1)\n"
-        "      --save-every N       checkpoint every N steps (default 0: at the end only)\n"
+        "      --save-every N       checkpoint every N steps (default 0: at the end only); each also\n"
+        "                           as a complete model in --out/checkpoint-<step>/\n"
+        "      --save-total-limit K keep the newest K checkpoint-<step>/ directories (default 0: all)\n"
         "      --resume             continue the run checkpointed in --out (exactly)\n"
         "      --continue DIR       go on with the run checkpointed in DIR on a new input: its\n"
         "                           weights, AdamW moments, step and LR schedule, and its options\n"
@@ -434,6 +438,30 @@ static int adapter_rank(const char *dir)
     return v;
 }
 
+static long *checkpoint_dirs(const char *out, size_t *n);
+static char *checkpoint_dir_path(const char *out, long step, bool tmp);
+
+// --resume: a checkpoint-<s>/ newer than --out's own checkpoint (a run killed between writing the
+// two) wins; its path is kept in t->resume_dir for as long as src points at it.
+static void newest_checkpoint_dir(struct trainer *t, const char **src, long *ck, bool *lora)
+{
+    size_t n;
+    long *v = checkpoint_dirs(t->opt.out_dir, &n);
+    for (size_t i = n; i-- > 0;) {
+        if (v[i] <= *ck) break;
+        char *d = checkpoint_dir_path(t->opt.out_dir, v[i], false);
+        bool l;
+        long s = find_checkpoint(d, &l);
+        if (s == v[i]) {
+            t->resume_dir = d;
+            *src = d, *ck = s, *lora = l;
+            break;
+        }
+        free(d);
+    }
+    free(v);
+}
+
 void trainer_init(struct trainer *t, const struct trainer_options *o)
 {
     memset(t, 0, sizeof *t);
@@ -448,6 +476,7 @@ void trainer_init(struct trainer *t, const struct trainer_options *o)
     bool ck_lora = false;
     long ck = o->resume ? find_checkpoint(o->out_dir, &ck_lora) : -1;
     const char *src = ck >= 0 ? o->out_dir : NULL;
+    if (o->resume) newest_checkpoint_dir(t, &src, &ck, &ck_lora);
     if (!src && o->continue_dir) {
         if ((ck = find_checkpoint(o->continue_dir, &ck_lora)) < 0)
             die(EX_NOINPUT, "--continue %s: no checkpoint there (model.safetensors or adapter_model.safetensors "
@@ -507,6 +536,7 @@ void trainer_init(struct trainer *t, const struct trainer_options *o)
         t->step = ck;
         if (t->cont_step < 0) {
             resume_position(t, st);
+            if (src != o->out_dir) log_info("--resume: %s is newer than %s's own checkpoint", src, o->out_dir);
             // A run killed between writing a checkpoint and removing the older run states (or while
             // writing a newer one) leaves other state-* directories; the loaded pair is the
             // consistent one, so the rest go now, also when the run has nothing left to do.
@@ -670,6 +700,8 @@ static void adamw_groups(struct trainer *t, double lr, long step, float gscale)
     ASSERT(done == t->nparams);
 }
 
+static void save_checkpoint_dir(struct trainer *t);   // below, with the checkpoint writers
+
 bool trainer_done(const struct trainer *t)
 {
     return t->opt.steps && t->step >= t->opt.steps;
@@ -746,8 +778,9 @@ int trainer_step(struct trainer *t, const struct trainer_metrics *m)
     log_info("step=%ld%s loss=%.4f lr=%.1e tok/s=%.0f elapsed=%s%s%s%s", s, total, m->loss, lr, tps,
              progress_clock(run, el), eta, m->progress ? " " : "", m->progress ? m->progress : "");
 
-    if ((t->opt.save_every > 0 && s % t->opt.save_every == 0) || (t->opt.steps && s == t->opt.steps))
-        trainer_checkpoint(t);
+    bool periodic = t->opt.save_every > 0 && s % t->opt.save_every == 0;
+    if (periodic) save_checkpoint_dir(t);
+    if (periodic || (t->opt.steps && s == t->opt.steps)) trainer_checkpoint(t);
     t->t_last = now_seconds();
     return !(t->opt.steps && s >= t->opt.steps);
 }
@@ -771,7 +804,9 @@ static uint64_t saved_hash(struct trainer *t)
     return h;
 }
 
-void trainer_checkpoint(struct trainer *t)
+// Writes the current step's checkpoint into dir: the run state (dir/state-<step>/), then the model
+// (or adapter), the tokenizer files and generation_config.json; each file atomically.
+static void write_checkpoint(struct trainer *t, const char *dir)
 {
     const struct trainer_options *o = &t->opt;
     bool master = o->save_dtype != SAFETENSORS_F32;
@@ -787,7 +822,7 @@ void trainer_checkpoint(struct trainer *t)
                                                   o->warmup, o->steps)));
     json_object_set(st, "tool_state", t->tool_state);
     json_object_set_new(st, "run", run_options_json(o));
-    char *sd = state_dir(o->out_dir, t->step);
+    char *sd = state_dir(dir, t->step);
     if (t->lora) lora_state_save(sd, t->lora, bufs, nb, t->step, st);
     else model_state_save(sd, &t->model.cfg, bufs, nb, t->step, st);
     json_decref(st);
@@ -795,12 +830,88 @@ void trainer_checkpoint(struct trainer *t)
 
     if (t->lora) {
         t->lora->step = t->step;
-        lora_save(t->lora, o->out_dir, o->save_dtype);
+        lora_save(t->lora, dir, o->save_dtype);
     } else {
         t->model.step = t->step;
-        model_save(&t->model, o->out_dir, o->save_dtype);
+        model_save(&t->model, dir, o->save_dtype);
     }
-    if (t->has_tok_hash && strcmp(o->model_dir, o->out_dir)) model_copy_tokenizer(o->model_dir, o->out_dir, 0);
+    if (t->has_tok_hash && strcmp(o->model_dir, dir)) model_copy_tokenizer(o->model_dir, dir, 0);
+    if (!t->lora) model_write_generation_config(&t->model.cfg, dir);   // a complete model
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+// rm -r (best effort: a leftover is never picked, see checkpoint_dirs).
+static void remove_tree(const char *path)
+{
+    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+// The steps of out's complete checkpoint-<step> directories (renamed into place whole, so a
+// half-written one, still named .checkpoint-<step>.tmp, never counts), ascending; *n of them.
+static long *checkpoint_dirs(const char *out, size_t *n)
+{
+    *n = 0;
+    DIR *d = opendir(out);
+    if (!d) return NULL;
+    long *v = NULL;
+    size_t cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        if (strncmp(e->d_name, "checkpoint-", 11)) continue;
+        errno = 0;
+        long s = strtol(e->d_name + 11, &end, 10);
+        if (errno || *end || s < 0 || end == e->d_name + 11) continue;
+        if (*n == cap) v = xrealloc(v, (cap = cap ? 2 * cap : 8) * sizeof *v);
+        v[(*n)++] = s;
+    }
+    closedir(d);
+    for (size_t i = 1; i < *n; i++)   // insertion sort: a handful of directories
+        for (size_t j = i; j > 0 && v[j - 1] > v[j]; j--) { long x = v[j]; v[j] = v[j - 1]; v[j - 1] = x; }
+    return v;
+}
+
+static char *checkpoint_dir_path(const char *out, long step, bool tmp)
+{
+    char name[64];
+    snprintf(name, sizeof name, tmp ? ".checkpoint-%ld.tmp" : "checkpoint-%ld", step);
+    return path_join(out, name);
+}
+
+// --save-every: OUT/checkpoint-<step>/, a complete model with its run state, as transformers'
+// Trainer writes; built under a temporary name and renamed into place, then the oldest beyond
+// --save-total-limit are removed.
+static void save_checkpoint_dir(struct trainer *t)
+{
+    const char *out = t->opt.out_dir;
+    char *tmp = checkpoint_dir_path(out, t->step, true), *dst = checkpoint_dir_path(out, t->step, false);
+    remove_tree(tmp);
+    write_checkpoint(t, tmp);
+    remove_tree(dst);
+    if (rename(tmp, dst) != 0) die(EX_CANTCREAT, "rename %s to %s:", tmp, dst);
+    int fd = open(out, O_RDONLY | O_DIRECTORY | O_CLOEXEC);   // the rename itself, durably
+    if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL)) die(EX_IOERR, "fsync %s:", out);
+    close(fd);
+    free(tmp), free(dst);
+    size_t n;
+    long *v = checkpoint_dirs(out, &n);
+    for (size_t i = 0; t->opt.save_total_limit > 0 && i + (size_t)t->opt.save_total_limit < n; i++) {
+        char *old = checkpoint_dir_path(out, v[i], false);
+        remove_tree(old);
+        free(old);
+    }
+    free(v);
+}
+
+void trainer_checkpoint(struct trainer *t)
+{
+    const struct trainer_options *o = &t->opt;
+    write_checkpoint(t, o->out_dir);
     remove_other_states(o->out_dir, t->step);
     t->saved_step = t->step;
 
@@ -833,4 +944,5 @@ void trainer_finish(struct trainer *t)
     }
     model_free(&t->model);
     json_decref(t->run_json);
+    free(t->resume_dir);
 }

@@ -49,6 +49,12 @@
 //   8. a checkpoint when s is a multiple of --save-every (> 0), or s == --steps.
 //   Returns 0 once --steps steps are done (the tool stops reading), else 1.
 //
+// --save-every N also writes DIR/checkpoint-<s>/ at every N-th step, as transformers' Trainer
+// does: a complete model directory (weights, config.json, tokenizer files, generation_config.json)
+// with its run state (checkpoint-<s>/state-<s>/), built as DIR/.checkpoint-<s>.tmp and renamed
+// into place, so a half-written one never has the name; --save-total-limit K keeps the newest K.
+// --resume takes the newest complete checkpoint: DIR's own, or a newer checkpoint-<s>/.
+//
 // Checkpoints (--out DIR), written in this order, each file atomically:
 //   DIR/state-<s>/optimizer.safetensors   AdamW moments "exp_avg.<tensor>", "exp_avg_sq.<tensor>"
 //                                         (f32), and with --save-dtype bf16 the f32 master weights
@@ -129,7 +135,7 @@ enum trainer_opt {
     TRAINER_O_BETA2, TRAINER_O_EPS, TRAINER_O_CLIP, TRAINER_O_SAVE_EVERY, TRAINER_O_RESUME,
     TRAINER_O_SEED, TRAINER_O_THREADS, TRAINER_O_SAVE_DTYPE, TRAINER_O_MAX_RECORD_BYTES,
     TRAINER_O_LORA_RANK, TRAINER_O_LORA_ALPHA, TRAINER_O_LORA_TARGETS, TRAINER_O_CONTINUE,
-    TRAINER_O_ADAPTER, TRAINER_O_LOG_DIR,
+    TRAINER_O_ADAPTER, TRAINER_O_LOG_DIR, TRAINER_O_SAVE_LIMIT,
 };
 
 // Entries for a struct option array (no terminator).
@@ -151,7 +157,8 @@ enum trainer_opt {
     {"lora-targets", required_argument, 0, TRAINER_O_LORA_TARGETS}, \
     {"continue", required_argument, 0, TRAINER_O_CONTINUE}, \
     {"adapter", required_argument, 0, TRAINER_O_ADAPTER}, \
-    {"log-dir", required_argument, 0, TRAINER_O_LOG_DIR}
+    {"log-dir", required_argument, 0, TRAINER_O_LOG_DIR}, \
+    {"save-total-limit", required_argument, 0, TRAINER_O_SAVE_LIMIT}
 
 struct trainer_options {
     const char *model_dir;        // --model DIR (required)
@@ -166,6 +173,7 @@ struct trainer_options {
     double beta1, beta2, eps;     // --beta1 0.9 --beta2 0.999 --adam-eps 1e-8 (torch defaults)
     double clip;                  // --clip max grad norm (default 1.0; 0 = off)
     long save_every;              // --save-every N steps (default 0: only at the end)
+    long save_total_limit;        // --save-total-limit K: keep the newest K checkpoint-<step>/ (0: all)
     bool resume;                  // --resume
     uint64_t seed;                // --seed (default 1337)
     int threads;                  // --threads N (0: BLIS_NUM_THREADS / OMP_NUM_THREADS / 1)
@@ -210,6 +218,7 @@ struct trainer {
     long long data_pos;           // input records consumed by the steps done (tool-maintained)
     long epoch;                   // current epoch, 0-based (tool-maintained)
     json_t *tool_state;           // extra tool data saved in trainer_state.json (object, owned)
+    char *resume_dir;             // --resume from a checkpoint-<s>/ directory: its path (owned)
     json_t *run_json;             // the trainer_state.json resumed or continued from (owned; the
                                   //  inherited string options borrow from it), or NULL
     uint64_t start_hash;          // trainer_hash() of the starting weights (adapter's with LoRA)

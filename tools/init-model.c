@@ -158,6 +158,7 @@ int main(int argc, char **argv)
         model_save(&m, o.out, o.dtype);
         if (o.tokenizer) model_copy_tokenizer(o.tokenizer, o.out, 1);
         else if (o.from) model_copy_tokenizer(o.from, o.out, 0);
+        model_write_generation_config(&m.cfg, o.out);   // unless the tokenizer's dir had one
     }
     char hex[17];
     hash_hex(model_hash(&m), hex);

@@ -98,6 +98,7 @@ int main(int argc, char **argv)
     model_round(&m, o.dtype);
     model_save(&m, o.out, o.dtype);
     model_copy_tokenizer(o.model, o.out, 0);
+    model_write_generation_config(&m.cfg, o.out);
     char targets[64] = "", hex[17];
     for (int t = 0; t < LORA_NTARGET; t++)
         if (lo.targets & (1u << t)) {
