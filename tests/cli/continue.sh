@@ -113,6 +113,18 @@ for f in tokenizer.json tokenizer_config.json generation_config.json; do
     expect_same s0/$f ck/$f "checkpoint holds $f"
 done
 
+# --adapter: a LoRA run starts from an existing adapter (its weights; rank taken from it), and
+# rl-step takes samples drawn from base + that adapter without --allow-stale
+sft-step --model s0 --out la --lora-rank 4 --steps 2 --lr 1e-2 --batch-tokens 40 --truncate --threads 1 -q A.mp > /dev/null 2>&1
+sft-step --model s0 --out lb --adapter la --lr 0 --steps 1 --batch-tokens 40 --truncate --threads 1 -q B.mp > lb.mp 2> lb.err
+expect_eq "$(to-json lb.mp | jq -r 'select(.kind == "checkpoint") | .model_xxh3')" \
+    "$(to-json lb.mp | head -n 1 | jq -r '.adapter_xxh3')" "--adapter: the run starts from the adapter's weights (lr 0 keeps them)"
+expect_eq "$(to-json lb.mp | head -n 1 | jq -c '.options.lora_rank')" 4 "--adapter: the rank comes from the adapter"
+head -n 4 t.jsonl | tokenize -q --tokenizer "$ARITH" | rollout --model s0 --adapter la -G 2 --max-new-tokens 8 --threads 1 -q \
+    | score -q > la-s.mp
+expect_rc 0 "rl-step takes samples from base + the adapter it starts from" -- rl-step --model s0 --adapter la --out lr1 --lr 1e-3 --threads 1 -q la-s.mp
+expect_rc 65 "rl-step refuses them for another adapter" -- rl-step --model s0 --lora-rank 4 --out lr2 --lr 1e-3 --threads 1 -q la-s.mp
+
 # ---------------------------------------------------------------------------------------------
 # grpo.sh: the step counts across iterations; killed in iteration 3 and restarted, it ends with
 # the same bits as an uninterrupted run.
