@@ -625,7 +625,10 @@ int chat_encode(struct tokenizer *t, const struct chat_segments *s, bool add_spe
     for (size_t i = 0; i < s->n; i++) {
         size_t from = x->ids.n, bad;
         const struct chat_segment *g = &s->seg[i];
-        if (tokenizer_encode(t, s->text + g->off, g->len, false, &x->ids, &bad) != 0) {
+        // a segment continues the previous one's section unless that ended with an added token
+        // (tokenizer.h), so SentencePiece prepends "▁" where HF would, encoding one string
+        bool cont = from > 0 && i > 0 && !tokenizer_is_added(t, x->ids.v[from - 1]);
+        if (tokenizer_encode_cont(t, s->text + g->off, g->len, cont, &x->ids, &bad) != 0) {
             if (bad_offset) *bad_offset = g->off + bad;
             return TOKENIZER_EUTF8;
         }

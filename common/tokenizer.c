@@ -173,6 +173,9 @@ struct tokenizer {
     size_t nbuf_cap[2];
     const char *text, *norm_text; // the text being encoded; the normalized piece being split
     bool piece_first;             // that piece starts the text
+    bool cont;                    // tokenizer_encode_cont: the text continues a section
+    bool piece_cont;              // the raw piece being encoded is that continuation's start
+    bool meta_cont;               // ... and its first Metaspace piece is still to come
     char *aps_buf;
     size_t aps_cap;
     int32_t *sym_id, *sym_prev, *sym_next;
@@ -1559,7 +1562,9 @@ static void pretok_metaspace(struct tokenizer *t, size_t step, struct pretok *p,
         if (s[i] == ' ') { memcpy(d + o, p->rep, rl); o += rl; }
         else d[o++] = s[i];
     }
-    bool pre = p->prepend == PREPEND_ALWAYS || (p->prepend == PREPEND_FIRST && first);
+    bool cont = t->meta_cont;   // the continuation of a section prepended where it began
+    t->meta_cont = false;
+    bool pre = !cont && (p->prepend == PREPEND_ALWAYS || (p->prepend == PREPEND_FIRST && first));
     if (pre && !(o >= rl && memcmp(d, p->rep, rl) == 0)) {
         d -= rl;
         memcpy(d, p->rep, rl);
@@ -1642,6 +1647,7 @@ static const char *replace_step(struct tokenizer *t, int k, const struct norm_st
 // call); returns s itself when nothing changes.
 static const char *normalize_scratch(struct tokenizer *t, const char *s, size_t n, size_t *out_n)
 {
+    bool skip_prepend = t->piece_cont;   // a continued section was prepended where it began
     int k = 0;
     for (size_t i = 0; i < t->n_norm; i++) {
         const struct norm_step *st = &t->norm[i];
@@ -1651,7 +1657,7 @@ static const char *normalize_scratch(struct tokenizer *t, const char *s, size_t 
         case NORM_NFC: r = nfc_step(t, k, s, n, &rn); break;
         case NORM_REPLACE: r = replace_step(t, k, st, s, n, &rn); break;
         case NORM_PREPEND:
-            if (n == 0) break;   // prepend.rs: only to a non-empty string
+            if (n == 0 || skip_prepend) break;   // prepend.rs: only to a non-empty string
             r = nbuf(t, k, st->npat + n);
             memcpy((char *)r, st->pat, st->npat);
             memcpy((char *)r + st->npat, s, n);
@@ -1716,13 +1722,30 @@ static void encode_piece(struct tokenizer *t, enum stage st, const char *s, size
 {
     if (st == STAGE_RAW) {
         size_t nn;
-        t->piece_first = s == t->text;
+        t->piece_cont = t->cont && s == t->text;
+        t->piece_first = s == t->text && !t->cont;
+        t->meta_cont = t->piece_cont;
         const char *norm = normalize_scratch(t, s, n, &nn);
+        t->piece_cont = false;
         t->norm_text = norm;
         added_split(t, STAGE_NORMALIZED, &t->trie_norm, norm, nn, out);
     } else {
         pretok_run(t, 0, s, n, t->piece_first && s == t->norm_text, out);
     }
+}
+
+int tokenizer_encode_cont(struct tokenizer *t, const char *text, size_t len, bool cont,
+                          struct tok_ids *out, size_t *bad_offset)
+{
+    t->cont = cont;
+    int r = tokenizer_encode(t, text, len, false, out, bad_offset);
+    t->cont = false;
+    return r;
+}
+
+bool tokenizer_is_added(const struct tokenizer *t, int32_t id)
+{
+    return id >= 0 && id < t->vocab_size && t->added_of[id] >= 0;
 }
 
 int tokenizer_encode(struct tokenizer *t, const char *text, size_t len, bool add_special,

@@ -63,6 +63,15 @@ void tokenizer_delete(struct tokenizer *t);
 // the offset of the first invalid byte (out is then left as it was).
 int tokenizer_encode(struct tokenizer *t, const char *text, size_t len, bool add_special,
                      struct tok_ids *out, size_t *bad_offset);
+// The same for text that continues the text encoded before it in one string (cont true): its
+// start is not the start of a section, so neither the Prepend normalizer nor Metaspace prepends
+// "▁" there, and ByteLevel's add_prefix_space and prepend_scheme "first" do not apply, as when HF
+// encodes the two as one string. (Merges across the boundary are still not made: the boundary
+// stays a token boundary.) cont false is tokenizer_encode without specials.
+int tokenizer_encode_cont(struct tokenizer *t, const char *text, size_t len, bool cont,
+                          struct tok_ids *out, size_t *bad_offset);
+// Whether id is one of the tokenizer's added tokens (which split the text into sections).
+bool tokenizer_is_added(const struct tokenizer *t, int32_t id);
 
 // The special tokens the post-processor puts before / after a sequence (TemplateProcessing
 // "single"; Llama-3, Llama-2, Gemma: BOS before, nothing after). Returns the count; *ids is borrowed.
