@@ -481,3 +481,14 @@ int cpus_available(void)
     free(cg);
     return q > 0 && q < n ? q : n;
 }
+
+void csv_field(FILE *f, const char *v)
+{
+    if (!strpbrk(v, ",\"\r\n")) { fputs(v, f); return; }
+    putc('"', f);
+    for (; *v; v++) {
+        if (*v == '"') putc('"', f);
+        putc(*v, f);
+    }
+    putc('"', f);
+}

@@ -70,6 +70,9 @@ void close_input(FILE *fp);
 
 // Reads a whole file into a NUL-terminated buffer (caller frees); exits 66 if it cannot.
 char *read_file(const char *path, size_t *len);
+// Writes v as one CSV field (RFC 4180): quoted, with doubled quotes, when it holds a comma, a
+// quote or a line end (to-json --csv, evaluate --csv).
+void csv_field(FILE *f, const char *v);
 // "dir/name" in a new buffer (caller frees).
 char *path_join(const char *dir, const char *name);
 // mkdir -p dir, as save_pretrained's os.makedirs(exist_ok=True); exit 73 naming the part that

@@ -362,17 +362,6 @@ static json_t *eval_json(const struct summary *u)
     return o;
 }
 
-// A CSV field (RFC 4180): quoted, with doubled quotes, when it holds a comma, quote or line end.
-static void csv_field(const char *v)
-{
-    if (!strpbrk(v, ",\"\r\n")) { fputs(v, stdout); return; }
-    putchar('"');
-    for (; *v; v++) {
-        if (*v == '"') putchar('"');
-        putchar(*v);
-    }
-    putchar('"');
-}
 
 static void write_output(const struct summary *u, const msgpack_object *hdr)
 {
@@ -383,7 +372,7 @@ static void write_output(const struct summary *u, const msgpack_object *hdr)
         printf("label,metric,k,value,ci_low,ci_high,ci,prompts,samples\n");
         for (int i = 0; i < u->nm; i++) {
             const struct metric *m = &u->m[i];
-            csv_field(opt.label ? opt.label : "");
+            csv_field(stdout, opt.label ? opt.label : "");
             printf(",%s,%ld,%.17g,%.17g,%.17g,%s,%zu,%zu\n", m->name, m->k, m->value, m->lo, m->hi, m->ci,
                    u->s->P, u->s->samples);
         }

@@ -231,30 +231,19 @@ static void table_add(struct table *t, const struct rec_reader *r, const msgpack
     json_decref(j);
 }
 
-// A CSV field (RFC 4180): quoted, with doubled quotes, when it holds a comma, quote or line end.
-static void csv_field(const char *v)
-{
-    if (!strpbrk(v, ",\"\r\n")) { fputs(v, stdout); return; }
-    putchar('"');
-    for (; *v; v++) {
-        if (*v == '"') putchar('"');
-        putchar(*v);
-    }
-    putchar('"');
-}
 
 static void table_print(const struct table *t)
 {
     for (size_t j = 0; j < t->ncols; j++) {
         if (j) putchar(',');
-        csv_field(t->cols[j]);
+        csv_field(stdout, t->cols[j]);
     }
     if (t->ncols) putchar('\n');
     for (size_t i = 0; i < t->nrows; i++) {
         const struct row *w = &t->rows[i];
         for (size_t j = 0; j < t->ncols; j++) {
             if (j) putchar(',');
-            if (j < w->n && w->cell[j]) csv_field(w->cell[j]);
+            if (j < w->n && w->cell[j]) csv_field(stdout, w->cell[j]);
         }
         putchar('\n');
     }

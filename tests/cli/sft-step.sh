@@ -139,7 +139,7 @@ expect_eq "$(field "$TMP/out" metrics step | tail -1)" "2" "--epochs 2 from stdi
 expect_rc 64 "--epochs 2 from a pipe" -- sh -c "cat '$TMP/s12.mp' | ${SFT[*]} --out '$TMP/ep3' --epochs 2"
 expect_err "regular file" "--epochs on a pipe: message"
 expect_rc 0 "cosine counts the steps of a file" -- "${SFT[@]}" --out "$TMP/cos" --schedule cosine --batch-tokens 400 --epochs 2 "$TMP/s12.mp"
-expect_eq "$(field "$TMP/out" metrics lr | tail -1)" "0.0" "cosine: lr reaches --min-lr at the last step"
+expect_eq "$(field "$TMP/out" metrics learning_rate | tail -1)" "0.0" "cosine: lr reaches --min-lr at the last step"
 
 # --- non-finite loss: exit 70, nothing written ----------------------------------------------
 # weights of scale 1e18 overflow the attention scores to inf (finite weights, so the model loads)
