@@ -73,7 +73,7 @@ expect_eq "$(cat "$TMP/err")" "" "--csv: nothing on stderr"
 $PY "$RD" < "$TMP/met.mp" > "$TMP/met.jsonl"
 expect_eq "$(grep -c '"kind": "checkpoint"' "$TMP/met.jsonl")" 2 "the stream has checkpoint records (left out of the CSV)"
 expect_eq "$($PY "$TMP/compare.py" "$TMP/met.csv" "$TMP/met.jsonl" 2>&1)" 4 "sft-step CSV = its metrics records (python csv vs python3-msgpack)"
-expect_eq "$(head -n 1 "$TMP/met.csv" | cut -d, -f1-3)" "step,loss,lr" "header row starts step,loss,lr"
+expect_eq "$(head -n 1 "$TMP/met.csv" | cut -d, -f1-3)" "step,loss,learning_rate" "header row starts step,loss,learning_rate"
 # jq agrees on a column: the loss of every step
 to-json "$TMP/met.mp" | jq -r 'select(.kind == "metrics") | .loss' > "$TMP/loss.jq"
 col=$(head -n 1 "$TMP/met.csv" | tr ',' '\n' | grep -nx loss | cut -d: -f1)
