@@ -105,9 +105,10 @@ passes_md=""
 for r in ${RL_RUNS[@]+"${RL_RUNS[@]}"}; do
     [ -f "$OUT/$r/curve.tsv" ] && tail -n +2 "$OUT/$r/curve.tsv" | awk -F'\t' -v r="$r" -v OFS=, '{ print r, $1, $2, $3, $4, $5 }' >> "$OUT/curves.csv"
     tail -n +2 "$OUT/$r/curve.tsv" 2>/dev/null | cut -f2,3 > "$OUT/plots/$r.curve.tsv" || true
-    # reward of each optimizer step (its rollout batch's mean), and a moving average over 8 steps
+    # reward of each optimizer step (its rollout batch's mean), and its moving average over the
+    # last 32 steps (a pass through the study's prompts: 8 iterations of 4 steps)
     metrics_of "$r" | jq -r '"\(.step)\t\(.reward // .reward_mean // "nan")"' \
-        | awk -F'\t' '{ w[NR % 8] = $2; n = NR < 8 ? NR : 8; s = 0; for (k in w) s += w[k]; print $1 "\t" $2 "\t" s / n }' \
+        | awk -F'\t' -v W=32 '{ w[NR % W] = $2; n = NR < W ? NR : W; s = 0; for (k in w) s += w[k]; print $1 "\t" $2 "\t" s / n }' \
         > "$OUT/plots/$r.reward.tsv"
     # whole passes through the prompt set: iterations whose prompt windows tile it once
     ppi=$(to-json "$OUT/$r/iter-1/samples.mp" 2>/dev/null | jq -s '[.[] | select(.kind == "sample")] | (length / (map(.sample) | max + 1))' 2>/dev/null || echo 0)
@@ -147,7 +148,7 @@ set title "GRPO learning curves: held-out greedy pass@1 per optimizer step"
 set ylabel "greedy pass@1"; set yrange [0:*]
 plot for [s in "$rl"] "$OUT/plots/".s.".curve.tsv" using 1:2 with linespoints title s
 set output "$OUT/plots/rl-reward.png"
-set title "GRPO: training reward per optimizer step (thin: rollout batch mean; thick: moving average of 8)"
+set title "GRPO training reward per step (thin: batch mean; thick: mean of the last 32 steps)"
 set ylabel "mean reward"
 plot for [s in "$rl"] "$OUT/plots/".s.".reward.tsv" using 1:2 with lines lw 0.5 notitle, \
      for [s in "$rl"] "$OUT/plots/".s.".reward.tsv" using 1:3 with lines lw 2.5 title s
