@@ -97,8 +97,8 @@ static struct str *str_cat(struct ctx *c, const char *a, size_t an, const char *
     if (an + bn > JINJA_MAX_OUTPUT) failf(c, 0, "a string exceeds %u MB", JINJA_MAX_OUTPUT >> 20);
     struct str *s = alloc(c, sizeof *s + an + bn + 1);
     s->n = an + bn;
-    memcpy(s->p, a, an);
-    memcpy(s->p + an, b, bn);
+    if (an) memcpy(s->p, a, an);   // an empty side may be a NULL pointer
+    if (bn) memcpy(s->p + an, b, bn);
     s->p[s->n] = 0;
     return s;
 }
@@ -1373,6 +1373,7 @@ static val from_json(struct run *r, const json_t *j, int depth)
 
 static void sb_add(struct run *r, struct sb *b, const char *p, size_t n)
 {
+    if (n == 0) return;   // p (and an empty builder's buffer) may be NULL: memcpy must not see them
     if (n > b->cap - b->n) {
         if (b->n + n > JINJA_MAX_OUTPUT) rfail(r, 0, "the rendered text exceeds %u MB", JINJA_MAX_OUTPUT >> 20);
         size_t cap = 2 * (b->n + n) > 256 ? 2 * (b->n + n) : 256;
