@@ -409,6 +409,7 @@ int main(int argc, char **argv)
     parse_args(argc, argv);
     static struct run R;
     trainer_init(&R.t, &topt);
+    topt = R.t.opt;   // the options in force: --continue fills in the run's (model, lora_rank, ...)
     // The policy that must have sampled: the weights, or with LoRA base + adapter (lora.h).
     hash_hex(R.t.lora ? lora_policy_hash(R.t.base_hash, R.t.start_hash) : R.t.start_hash, R.policy_hex);
     static const char *const schemas[] = {"srlm.samples", NULL};

@@ -505,6 +505,7 @@ int main(int argc, char **argv)
 
     struct trainer t;
     trainer_init(&t, &topt);
+    topt = t.opt;   // the options in force: --continue fills in the run's (model, lr, ...)
     in.t = &t;
     struct work k = {.t = &t};
     trainer_acts_init(&t, &k.acts, (int)opt.batch_tokens, (int)in.max_len);

@@ -73,6 +73,9 @@ expect_rc 64 "rl-step: two FILEs" -- rl-step --model pol --out x $O p1.mp p2.mp
 rl-step --continue c1 --out o2 --lr 1e-3 --allow-stale --groups-per-step 3 --minibatches 2 --threads 1 < p2.mp > o2.mp 2> o2.err
 expect_eq "$(to-json --no-frame o2.mp | jq -c 'select(.kind == "metrics") | .step' | tr '\n' ' ')" "3 4 " "override: steps continue"
 grep -q 'the run had lr = 0.003' o2.err && ok || bad "an overridden option is not logged: $(head -3 o2.err)"
+# a message about the model names the run's model even when --continue gave none
+expect_rc 65 "--continue without --model: samples from another policy" -- rl-step --continue c1 --out x2 --threads 1 -q p1.mp
+grep -q "(c1)" "$TMP/err" && ok || bad "--continue: the message names the continued run's model: $(head -c 200 "$TMP/err")"
 # errors
 expect_rc 66 "--continue: no checkpoint" -- rl-step --continue nowhere --out x < p1.mp
 expect_err "--continue nowhere: no checkpoint" "--continue: message"
