@@ -422,22 +422,6 @@ static long find_checkpoint(const char *dir, bool *lora)
     return s;
 }
 
-// An adapter's rank read from adapter_config.json ("r"), for --adapter without --lora-rank.
-static int adapter_rank(const char *dir)
-{
-    char *p = path_join(dir, "adapter_config.json");
-    struct stat sb;
-    if (stat(p, &sb) != 0) die(EX_NOINPUT, "--adapter %s: no adapter_config.json (a PEFT adapter directory)", dir);
-    json_t *o = json_read_file(p);
-    json_t *r = json_object_get(o, "r");
-    if (!json_is_integer(r) || json_integer_value(r) < 1 || json_integer_value(r) > 65536)
-        die(EX_DATAERR, "%s: \"r\" is not a LoRA rank", p);
-    int v = (int)json_integer_value(r);
-    json_decref(o);
-    free(p);
-    return v;
-}
-
 static long *checkpoint_dirs(const char *out, size_t *n);
 static char *checkpoint_dir_path(const char *out, long step, bool tmp);
 
@@ -501,7 +485,6 @@ void trainer_init(struct trainer *t, const struct trainer_options *o)
         if (!t->opt.model_dir && !ck_lora) t->opt.model_dir = src;   // its tokenizer is the run's
         if (!t->opt.model_dir) die(EX_USAGE, "--continue %s: the run's base model is unknown: give --model", src);
     }
-    if (t->opt.adapter_dir && t->opt.lora_rank == 0 && !src) t->opt.lora_rank = adapter_rank(t->opt.adapter_dir);
     o = &t->opt;
 
     char *tok = path_join(o->model_dir, "tokenizer.json");
@@ -515,7 +498,7 @@ void trainer_init(struct trainer *t, const struct trainer_options *o)
     }
     free(tok);
 
-    bool lora = o->lora_rank > 0;
+    bool lora = o->lora_rank > 0 || (o->adapter_dir && !src);   // --adapter alone: its own rank (lora_setup)
     // With LoRA the base model is always --model (frozen); the checkpoint holds the adapter.
     model_load(&t->model, src && !lora ? src : o->model_dir);
     if (lora) {
