@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "pool.h"
 #include "safetensors.h"   // bf16_to_f32
 #include "util.h"
 
@@ -45,6 +46,7 @@ void blas_init(int threads)
         threads = (s && *s) ? (int)parse_int(s, 1, 4096, name) : cpus_available();
     }
     blas_nthreads = threads;
+    pool_init(threads);
     bli_thread_set_num_threads(threads);
     omp_set_num_threads(threads);
     // Our loops call single-threaded BLIS from inside parallel regions; a nested team would only
