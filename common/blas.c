@@ -47,10 +47,10 @@ void blas_init(int threads)
     }
     blas_nthreads = threads;
     pool_init(threads);
-    bli_thread_set_num_threads(threads);
-    omp_set_num_threads(threads);
-    // Our loops call single-threaded BLIS from inside parallel regions; a nested team would only
-    // oversubscribe the cores.
+    // Every BLIS call runs on one thread (a per-call rntm_t); the pool spreads calls over the
+    // cores. BLIS's own count stays 1 so that a stray call without a context cannot start a team.
+    bli_thread_set_num_threads(1);
+    omp_set_num_threads(threads);   // the OpenMP loops not yet moved to the pool
     omp_set_max_active_levels(1);
 }
 
@@ -229,42 +229,38 @@ static bool smallm_enabled(void)
 
 struct smallm_part { const void *B; int N, ldb; float *C; int ldc; float beta; };
 
-// C_i(M,N_i) = alpha·A·B_iᵀ + beta_i·C_i for every part i (ldb = ldc_i = its row length as
-// given), in blocks of JB B rows over all parts together (a thread's share, static schedule): one
-// parallel region for several products that share A. The rows of A go in groups of up to 4
-// against each block while it sits in L1. B is f32 or (bf16) bf16; without AVX2/FMA (simd ==
-// false) the same dots are formed by a scalar loop in the same grouping. Each element of C is one
-// dot product in a fixed order, whatever the parts and the thread count.
-static void smallm_gemm_parts(int M, int K, float alpha, const float *A, int lda,
-                              const struct smallm_part *part, int np, bool bf16, bool simd)
+// One call of smallm_gemm_parts: its column blocks are cut into pool chunks.
+struct smallm_job {
+    int M, K, np, JB, nblk, nchunks;
+    float alpha;
+    const float *A, *Ap;
+    int lda, ldap;
+    const struct smallm_part *part;
+    int first[9];   // first block of each part
+    bool bf16, simd;
+};
+
+// Column blocks [b0, b1) of the job: for each, the rows of A in groups of up to 4 against the
+// block while it sits in L1.
+static void smallm_blocks(const struct smallm_job *J, int b0, int b1)
 {
-    ASSERT(np >= 1 && np <= 8);
-    float *Ap = simd && bf16 ? bf16_permute_a(A, lda, M, K) : NULL;
-    int ldap = K & ~15;
-    int JB = M <= 2 ? 4 : 2;   // columns per block, as smallm_block picks its kernel
-    int first[9] = {0};        // first block of each part
-    size_t work = 0;
-    for (int i = 0; i < np; i++) {
-        first[i + 1] = first[i] + (part[i].N + JB - 1) / JB;
-        work += (size_t)part[i].N * K;
-    }
-    int nblk = first[np];
-    #pragma omp parallel for schedule(static) num_threads(omp_in_parallel() ? 1 : blas_nthreads) if (!omp_in_parallel() && blas_nthreads > 1 && work >= 65536)
-    for (int gb = 0; gb < nblk; gb++) {
+    int M = J->M, K = J->K, JB = J->JB, lda = J->lda, ldap = J->ldap;
+    bool bf16 = J->bf16, simd = J->simd;
+    for (int gb = b0; gb < b1; gb++) {
         int pi = 0;
-        while (gb >= first[pi + 1]) pi++;
-        const struct smallm_part *P = &part[pi];
-        int j = JB * (gb - first[pi]), nj = P->N - j < JB ? P->N - j : JB, ldb = P->ldb;
+        while (gb >= J->first[pi + 1]) pi++;
+        const struct smallm_part *P = &J->part[pi];
+        int j = JB * (gb - J->first[pi]), nj = P->N - j < JB ? P->N - j : JB, ldb = P->ldb;
         const void *B = P->B;
         for (int m0 = 0; m0 < M; m0 += 4) {
             int nm = M - m0 < 4 ? M - m0 : 4;
-            if (JB == 4 && nm > 2) nm = 2;   // unreachable (M <= 2), keeps the kernel choice honest
+            if (JB == 4 && nm > 2) nm = 2;   // M <= 2 when JB == 4: two rows per group at most
             float out[4][4];
-            const float *a = A + (size_t)m0 * lda;
+            const float *a = J->A + (size_t)m0 * lda;
 #if defined(__x86_64__) || defined(__i386__)
             if (simd && bf16)
-                smallm_block_bf16(out, a, lda, Ap + (size_t)m0 * ldap, ldap, (const uint16_t *)B + (size_t)j * ldb,
-                                  ldb, K, nm, nj);
+                smallm_block_bf16(out, a, lda, J->Ap + (size_t)m0 * ldap, ldap,
+                                  (const uint16_t *)B + (size_t)j * ldb, ldb, K, nm, nj);
             else if (simd) smallm_block(out, a, lda, (const float *)B + (size_t)j * ldb, ldb, K, nm, nj);
             else
 #endif
@@ -281,10 +277,45 @@ static void smallm_gemm_parts(int M, int K, float alpha, const float *A, int lda
             for (int r = 0; r < nm; r++)
                 for (int c = 0; c < nj; c++) {
                     float *dst = P->C + (size_t)(m0 + r) * P->ldc + j + c;
-                    *dst = P->beta == 0.0f ? alpha * out[r][c] : alpha * out[r][c] + P->beta * *dst;
+                    *dst = P->beta == 0.0f ? J->alpha * out[r][c] : J->alpha * out[r][c] + P->beta * *dst;
                 }
         }
     }
+}
+
+static void smallm_chunk(void *p, int c)
+{
+    const struct smallm_job *J = p;
+    size_t b0, b1;
+    pool_range((size_t)J->nblk, J->nchunks, c, &b0, &b1);
+    smallm_blocks(J, (int)b0, (int)b1);
+}
+
+// C_i(M,N_i) = alpha·A·B_iᵀ + beta_i·C_i for every part i (ldb = ldc_i = its row length as
+// given), in blocks of JB B rows over all parts together: one parallel loop for several products
+// that share A. B is f32 or (bf16) bf16; without AVX2/FMA (simd == false) the same dots are formed
+// by a scalar loop in the same grouping. Each element of C is one dot product in a fixed order,
+// whatever M, the parts, the chunks and the thread count: row-invariant (blas.h).
+static void smallm_gemm_parts(int M, int K, float alpha, const float *A, int lda,
+                              const struct smallm_part *part, int np, bool bf16, bool simd)
+{
+    ASSERT(np >= 1 && np <= 8);
+    struct smallm_job J = {.M = M, .K = K, .np = np, .alpha = alpha, .A = A, .lda = lda, .part = part,
+                           .bf16 = bf16, .simd = simd};
+    float *Ap = simd && bf16 ? bf16_permute_a(A, lda, M, K) : NULL;
+    J.Ap = Ap, J.ldap = K & ~15;
+    J.JB = M <= 2 ? 4 : 2;   // columns per block, as smallm_block picks its kernel
+    size_t work = 0;
+    for (int i = 0; i < np; i++) {
+        J.first[i + 1] = J.first[i] + (part[i].N + J.JB - 1) / J.JB;
+        work += (size_t)part[i].N * K * (size_t)M;
+    }
+    J.nblk = J.first[np];
+    // chunks of at least 2^16 multiply-adds; the count depends on the shape only
+    size_t per_blk = work / (size_t)J.nblk + 1;
+    J.nchunks = pool_chunks((size_t)J.nblk, 65536 / per_blk + 1);
+    if (omp_in_parallel()) smallm_blocks(&J, 0, J.nblk);   // inside an OpenMP loop: one thread
+    else pool_for(J.nchunks, smallm_chunk, &J);
     free(Ap);
 }
 
@@ -300,12 +331,6 @@ void sgemm_nt_parts(int M, int K, const float *A, int lda, const struct gemm_nt_
 {
     ASSERT(M >= 0 && K > 0 && nparts >= 1 && nparts <= 8);
     if (M == 0) return;
-    if (!bf16 && (M > SMALLM_MAX || !smallm_enabled())) {
-        for (int i = 0; i < nparts; i++)
-            sgemm_rm(false, true, M, parts[i].N, K, 1.0f, A, lda, parts[i].B, K, parts[i].beta, parts[i].C,
-                     parts[i].N);
-        return;
-    }
     struct smallm_part p[8];
     for (int i = 0; i < nparts; i++)
         p[i] = (struct smallm_part){parts[i].B, parts[i].N, K, parts[i].C, parts[i].N, parts[i].beta};
@@ -320,6 +345,83 @@ void sgemm_bf16_nt(int M, int N, int K, const float *A, int lda, const uint16_t 
     smallm_gemm(M, N, K, 1.0f, A, lda, B, ldb, true, beta, C, ldc, cpu_has_avx2_fma());
 }
 
+// ---------------------------------------------------------------------------------------------
+// BLIS calls, one thread each, over a grid of blocks of C taken by the pool (pool.h): BLIS's own
+// threads split each product statically and wait at a barrier for the slowest, which stalls on a
+// shared machine (issue 17). The grid depends on the shape only. No block splits K, so every
+// element of C is still one BLIS reduction over the whole of K.
+
+struct gemm_job {
+    trans_t ta, tb;
+    int M, N, K, nn, mb, nb;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    int lda, ldb, ldc;
+    bool sup;
+};
+
+static void blis_one(trans_t ta, trans_t tb, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc, bool sup)
+{
+    rntm_t rntm = BLIS_RNTM_INITIALIZER;
+    bli_rntm_set_num_threads(1, &rntm);
+    if (!sup) bli_rntm_disable_l3_sup(&rntm);
+    // BLIS's typed API is not const-qualified
+    bli_sgemm_ex(ta, tb, M, N, K, &alpha, (float *)A, lda, 1, (float *)B, ldb, 1, &beta, C, ldc, 1, NULL, &rntm);
+}
+
+static void gemm_chunk(void *p, int c)
+{
+    const struct gemm_job *J = p;
+    int i0 = (c / J->nn) * J->mb, j0 = (c % J->nn) * J->nb;
+    int m = J->M - i0 < J->mb ? J->M - i0 : J->mb, n = J->N - j0 < J->nb ? J->N - j0 : J->nb;
+    // op(A) row i0: stored (M,K) -> row i0; stored (K,M) (transposed) -> column i0
+    const float *a = J->ta == BLIS_TRANSPOSE ? J->A + i0 : J->A + (size_t)i0 * J->lda;
+    const float *b = J->tb == BLIS_TRANSPOSE ? J->B + (size_t)j0 * J->ldb : J->B + j0;
+    blis_one(J->ta, J->tb, m, n, J->K, J->alpha, a, J->lda, b, J->ldb, J->beta,
+             J->C + (size_t)i0 * J->ldc + j0, J->ldc, J->sup);
+}
+
+static int ceil_div(long a, long b) { return (int)((a + b - 1) / b); }
+
+// The block grid of an (M, N, K) product: about one block per 16 MFLOP, at most 32, columns
+// split first (each block packs its own rows of A and columns of B: wide blocks pack A fewer
+// times); block widths are multiples of BLIS's 16-column and 6-row micro-tiles.
+static void gemm_blocks(struct gemm_job *J)
+{
+    double flops = 2.0 * J->M * (double)J->N * J->K;
+    int T = flops < 16e6 ? 1 : flops > 32 * 16e6 ? 32 : (int)(flops / 16e6);
+    int nn = T < ceil_div(J->N, 128) ? T : ceil_div(J->N, 128);
+    int nm = ceil_div(T, nn);
+    if (nm > ceil_div(J->M, 96)) nm = ceil_div(J->M, 96);
+    J->nb = ceil_div(ceil_div(J->N, nn), 16) * 16;
+    J->mb = ceil_div(ceil_div(J->M, nm), 6) * 6;
+    J->nn = ceil_div(J->N, J->nb);
+}
+
+static void gemm_pool(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc, bool sup)
+{
+    trans_t ta = trans_a ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE;
+    trans_t tb = trans_b ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE;
+    struct gemm_job J = {ta, tb, M, N, K, 1, M, N, alpha, beta, A, B, C, lda, ldb, ldc, sup};
+    if (pool_in_task() || pool_threads() == 1 || omp_in_parallel()) {
+        blis_one(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, sup);
+        return;
+    }
+    gemm_blocks(&J);
+    pool_for(J.nn * ceil_div(M, J.mb), gemm_chunk, &J);
+}
+
+// C = beta·C for an empty product (K = 0). Done here so that beta = 0 also clears NaNs in C.
+static void scale_c(int M, int N, float beta, float *C, int ldc)
+{
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++)
+            C[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(size_t)i * ldc + j];
+}
+
 void sgemm_rm(bool trans_a, bool trans_b, int M, int N, int K,
               float alpha, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc)
@@ -328,10 +430,7 @@ void sgemm_rm(bool trans_a, bool trans_b, int M, int N, int K,
     if (M == 0 || N == 0)
         return;
     if (K == 0) {
-        // An empty product: C = beta·C. Done here so that beta = 0 also clears NaNs in C.
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++)
-                C[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(size_t)i * ldc + j];
+        scale_c(M, N, beta, C, ldc);
         return;
     }
     // Row-major: element (i, j) of a stored matrix sits at i*ld + j, so rs = ld and cs = 1; BLIS
@@ -342,14 +441,19 @@ void sgemm_rm(bool trans_a, bool trans_b, int M, int N, int K,
         return;
     }
 #endif
-    trans_t ta = trans_a ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE;
-    trans_t tb = trans_b ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE;
-    float *a = (float *)A, *b = (float *)B;   // BLIS's typed API is not const-qualified
-    if (omp_in_parallel()) {
-        rntm_t rntm = BLIS_RNTM_INITIALIZER;
-        bli_rntm_set_num_threads(1, &rntm);
-        bli_sgemm_ex(ta, tb, M, N, K, &alpha, a, lda, 1, b, ldb, 1, &beta, C, ldc, 1, NULL, &rntm);
-    } else {
-        bli_sgemm(ta, tb, M, N, K, &alpha, a, lda, 1, b, ldb, 1, &beta, C, ldc, 1);
+    gemm_pool(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, true);
+}
+
+void sgemm_rm_rowinv(bool trans_a, bool trans_b, int M, int N, int K,
+                     float alpha, const float *A, int lda, const float *B, int ldb,
+                     float beta, float *C, int ldc)
+{
+    ASSERT(M >= 0 && N >= 0 && K >= 0);
+    if (M == 0 || N == 0)
+        return;
+    if (K == 0) {
+        scale_c(M, N, beta, C, ldc);
+        return;
     }
+    gemm_pool(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, false);
 }

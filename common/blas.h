@@ -10,20 +10,23 @@
 //       from the CPU brand string, which VMs hide, and then falls back to AVX2 kernels that run at
 //       about half speed (docs/platform-notes.md). The variable is read at BLIS's first call, so a
 //       later blas_init cannot change the kernels, only the thread count.
-//     * sets BLIS's thread count and OpenMP's to the same number: one knob for every thread of a
+//     * sizes the compute-thread pool (pool.h) to `threads`: one knob for every thread of a
 //       tool. threads <= 0 (no --threads) means: BLIS_NUM_THREADS if set, else OMP_NUM_THREADS,
 //       else cpus_available() (util.h): the CPUs of the process's affinity mask (taskset,
-//       cpusets), capped by its cgroup's CPU quota (a container's --cpus).
-//     * allows no nested OpenMP parallelism (omp_set_max_active_levels(1)).
+//       cpusets), capped by its cgroup's CPU quota (a container's --cpus). BLIS itself always
+//       runs one thread per call.
 //   Calling it again later only changes the thread count (tests compare 1 and 2 threads).
-// - sgemm_rm is a thin row-major wrapper over bli_sgemm: C(M,N) = alpha·op(A)·op(B) + beta·C, each
+// - sgemm_rm is a row-major wrapper over bli_sgemm: C(M,N) = alpha·op(A)·op(B) + beta·C, each
 //   matrix given by its pointer and row stride (ld, in floats; column stride 1). op(X) = Xᵀ when the
 //   trans flag is set, and then X is stored (K, M) resp. (N, K). Transposed operands cost nothing:
-//   BLIS packs through the strides. Called from inside an OpenMP parallel region it runs BLIS with one
-//   thread (a per-call rntm_t), so an OpenMP loop over BLIS calls never oversubscribes the cores;
-//   outside a region it uses the blas_init thread count. One exception: A·Bᵀ with at most 8 rows
-//   of A (a decode step) on an AVX2+FMA CPU goes to srlm's own kernel, which streams B once
-//   (BLIS packs B for every call and is tuned for many rows); SRLM_NO_SMALLM=1 turns that off.
+//   BLIS packs through the strides. A big product is cut into a grid of blocks of C that depends
+//   on the shape only, each one single-threaded BLIS call, taken by the pool's threads as they
+//   come free (BLIS's own threads split statically and wait for the slowest: issue 17). No block
+//   splits K, and the grid does not depend on the thread count, so results are bitwise the same
+//   at every thread count. Called from inside a pool chunk it is one BLIS call on that thread.
+//   One exception: A·Bᵀ with at most 8 rows of A on an AVX2+FMA CPU goes to srlm's own dot
+//   kernel, which streams B once (BLIS packs B for every call and is tuned for many rows);
+//   SRLM_NO_SMALLM=1 turns that off.
 #ifndef SRLM_BLAS_H
 #define SRLM_BLAS_H
 
@@ -39,6 +42,16 @@ void sgemm_rm(bool trans_a, bool trans_b, int M, int N, int K,
               float alpha, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc);
 
+// sgemm_rm with every element of C independent of M, N and the thread count: row i of C depends
+// only on row i of op(A), op(B), K, alpha and beta. BLIS's native kernels without its "sup" path
+// (which picks kernels by shape) and never the few-row kernel: each element is BLIS's one
+// reduction over K (a chain per KC block, the blocks added in order). Inference forwards use it
+// (lm_acts_init_forward: rollout's prefill, teacher-logits, evaluate), so a prompt's results do not
+// depend on which prompts share its batch (issue 13).
+void sgemm_rm_rowinv(bool trans_a, bool trans_b, int M, int N, int K,
+                     float alpha, const float *A, int lda, const float *B, int ldb,
+                     float beta, float *C, int ldc);
+
 // C(M,N) = A(M,K)·B(N,K)ᵀ + beta·C (beta 0 or 1) with B in bf16: each uint16_t is the upper half
 // of an f32, widened exactly. For decoding from bf16 weights (half the bytes of f32 to stream per
 // token); any M, meant for few rows (the sequences decoded together). Each element of C is one dot
@@ -46,9 +59,11 @@ void sgemm_rm(bool trans_a, bool trans_b, int M, int N, int K,
 void sgemm_bf16_nt(int M, int N, int K, const float *A, int lda, const uint16_t *B, int ldb,
                    float beta, float *C, int ldc);
 
-// Several products sharing A in one parallel region (decoding: q, k, v; gate, up):
+// Several products sharing A in one parallel loop (decoding: q, k, v; gate, up; or one product):
 // C_i(M,N_i) = A(M,K)·B_i(N_i,K)ᵀ + beta_i·C_i (beta 0 or 1), B_i f32 or (bf16) bf16, C_i row
-// length N_i. Every element gets the bits the separate sgemm_rm / sgemm_bf16_nt call gives.
+// length N_i. srlm's fixed-order dot kernel for EVERY M (f32 and bf16): each element one dot
+// product in one order, so row-invariant like sgemm_rm_rowinv (its own order, not BLIS's).
+// The decoder uses it for every product, so a sequence's tokens do not depend on the batch.
 struct gemm_nt_part { const void *B; int N; float *C; float beta; };
 void sgemm_nt_parts(int M, int K, const float *A, int lda, const struct gemm_nt_part *parts, int nparts,
                     bool bf16);

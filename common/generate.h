@@ -1,21 +1,25 @@
-// generate.h — the batched generation engine of rollout and evaluation: G sampled completions
-// for each prompt of a batch, with per-token log-probs. docs/generation.md.
+// generate.h — the generation engine of rollout: G sampled completions for each prompt, with
+// per-token log-probs, under continuous batching. docs/generation.md.
 //
-// Per call of generate():
-//   1. the prompts are prefilled once each (lm_prefill, packed, in chunks of at most
-//      GEN_PREFILL_TOKENS tokens or one prompt), and each prompt's KV cache slot is copied to
-//      its G sample slots (lm_cache_copy);
-//   2. every step decodes one token for all still-active samples of the batch together
-//      (lm_decode with B rows), then samples each row (sampler.h) and checks it for the end.
+// The caller submits prompts in order (gen_submit), advances the engine (gen_step) and takes the
+// finished groups back in submission order (gen_done / gen_release). Up to max_batch sequences
+// (KV-cache slots) decode together; a prompt enters as soon as G slots are free: it is prefilled
+// (lm_prefill, packed with the other prompts entering at that step, at most GEN_PREFILL_TOKENS
+// tokens or one prompt per forward), its KV cache is copied to its G slots, and its first tokens
+// are sampled from its last position. Every step then decodes one token for every active
+// sequence (lm_decode with B rows). With `static_batches`, prompts enter only when no sequence is
+// active, max_prompts at a time: the classic static batch, for comparison.
 // A sample ends at an EOS / end-of-turn id (the token is kept: finish "eos"), when its decoded
 // completion contains a stop string (finish "stop"), or after max_new_tokens tokens ("length").
 //
-// Randomness. The draw for the token at completion position t of sample s of the prompt with id
-// `id` is rng_uniform(rng_key(seed, rng_hash_str(id), s, t)): a completion depends on the model,
-// the prompt, its id, the seed and the sampling options only, not on the batch it ran in, the
-// order of the prompts or the number of threads (up to BLIS's floating-point summation order for
-// different batch shapes, which can move a log-prob in its last bits and, in principle, flip a
-// draw that falls within rounding of a boundary).
+// Same bits whatever the batching (issue 13). A sequence's logits depend on the model, its own
+// tokens and nothing else: the prefill runs row-invariant products (lm_acts_init_forward,
+// blas.h sgemm_rm_rowinv), the decoder the fixed-order dot kernel for every batch size
+// (sgemm_nt_parts), attention and norms are per row, and no loop's result depends on the thread
+// count (pool.h). The draw for the token at completion position t of sample s of the prompt with
+// id `id` is rng_uniform(rng_key(seed, rng_hash_str(id), s, t)). So a completion and its
+// log-probs are bitwise the same under static or continuous batching, any max_batch, max_prompts
+// and thread count, and any order of prompts (tests/cli/rollout.sh asserts it).
 //
 // Log-probs. logprobs[t] = log softmax(z)[token] of the RAW logits z (temperature 1, before
 // top-k/top-p/min-p, over all V rows of the embedding): the unmodified policy's log-probability,
@@ -25,13 +29,14 @@
 // Padded vocabularies: ids >= vocab_limit (the tokenizer's vocabulary when the embedding has
 // more rows) are never sampled; the log-prob still normalises over all V logits.
 //
-// Memory. The KV cache holds max_prompts·G slots of (longest prompt of the call + max_new_tokens)
-// positions; it and the prefill activations grow (never shrink) to what a call needs.
-// Ownership: the generator borrows the model and the tokenizer (they must outlive it). The
-// samples generate() returns are owned by the generator and valid until the next call.
+// Memory. The KV cache holds max_batch slots of (longest prompt so far + max_new_tokens)
+// positions, grown when a longer prompt arrives; each submitted group holds G × max_new_tokens
+// tokens and log-probs until released. The caller bounds how many groups it submits ahead.
+// Ownership: the generator borrows the model and the tokenizer (they must outlive it).
 #ifndef SRLM_GENERATE_H
 #define SRLM_GENERATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,7 +54,9 @@ struct gen_config {
     struct sampler_params sp;
     int G;                    // samples per prompt
     int max_new_tokens;       // >= 1
-    int max_prompts;          // prompts per generate() call
+    int max_batch;            // sequences decoding together (KV-cache slots), >= G
+    int max_prompts;          // static_batches: prompts per batch
+    bool static_batches;      // admit prompts only into an empty batch (the pre-issue-13 engine)
     uint64_t seed;
     int vocab_limit;          // ids >= this are never sampled; in [1, V]
     int neos;                 // ids that end a sample (kept in the completion)
@@ -73,7 +80,7 @@ struct gen_sample {
 };
 
 struct gen_stats {
-    long long prefill_tokens, new_tokens;
+    long long prefill_tokens, new_tokens, decode_steps, decode_rows;
     double prefill_seconds, decode_seconds;
 };
 
@@ -83,9 +90,17 @@ struct generator;
 // eos ids). blas_init must have been called: its thread count also runs the sampling loop.
 struct generator *generator_new(const struct model *m, const struct tokenizer *tok, const struct gen_config *cfg);
 void generator_free(struct generator *g);
-// G completions for each of n prompts (1 <= n <= max_prompts): the result has n·G samples,
-// sample s of prompt p at index p·G + s. Borrowed until the next call.
-const struct gen_sample *generate(struct generator *g, const struct gen_prompt *prompts, int n);
+// Queues a prompt (its id and tokens are copied).
+void gen_submit(struct generator *g, const struct gen_prompt *p);
+// Groups submitted and not yet released.
+int gen_pending(const struct generator *g);
+// Admits queued prompts into free slots, then decodes one token for every active sequence.
+// Returns false (and does nothing) when no sequence is active or waiting.
+bool gen_step(struct generator *g);
+// The G samples of the oldest unreleased group once all are finished, else NULL. Valid until
+// gen_release, which drops that group.
+const struct gen_sample *gen_done(const struct generator *g);
+void gen_release(struct generator *g);
 const struct gen_stats *generator_stats(const struct generator *g);
 const char *gen_finish_name(enum gen_finish f);
 

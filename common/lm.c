@@ -3,6 +3,7 @@
 #include "blas.h"
 #include "lora.h"
 #include "nn.h"
+#include "pool.h"
 #include "util.h"
 
 #include <math.h>
@@ -131,6 +132,7 @@ void lm_acts_init(struct lm_acts *a, const struct model_config *cfg, int N_max, 
 void lm_acts_init_forward(struct lm_acts *a, const struct model_config *cfg, int N_max, int T_max)
 {
     acts_init(a, cfg, N_max, T_max, false);
+    a->row_invariant = true;
 }
 
 void lm_acts_free(struct lm_acts *a)
@@ -172,13 +174,15 @@ static float *lora_saved(const struct lm_acts *a, int l, enum lora_target t)
 // out(N, OUT) += (scaling·inp·Aᵀ)·Bᵀ, with tsave (N, r) receiving scaling·inp·Aᵀ. A no-op when
 // (l, t) is not adapted (tsave NULL).
 static void lora_forward(const struct lora *lo, int l, enum lora_target t, float *out, const float *inp,
-                         float *tsave, int N)
+                         float *tsave, int N, bool rowinv)
 {
+    void (*gemm)(bool, bool, int, int, int, float, const float *, int, const float *, int, float, float *, int) =
+        rowinv ? sgemm_rm_rowinv : sgemm_rm;
     if (!lo || !tsave) return;
     int r = lo->r, in = lo->in[t], od = lo->out[t];
     const float *A = lo->params + lora_a_offset(lo, l, t), *B = lo->params + lora_b_offset(lo, l, t);
-    sgemm_rm(false, true, N, r, in, lo->scaling, inp, in, A, in, 0.0f, tsave, r);   // t(N,r) = s·inp·Aᵀ
-    sgemm_rm(false, true, N, od, r, 1.0f, tsave, r, B, r, 1.0f, out, od);           // out += t·Bᵀ
+    gemm(false, true, N, r, in, lo->scaling, inp, in, A, in, 0.0f, tsave, r);   // t(N,r) = s·inp·Aᵀ
+    gemm(false, true, N, od, r, 1.0f, tsave, r, B, r, 1.0f, out, od);           // out += t·Bᵀ
 }
 
 // Backward of lora_forward given dout (N, OUT): dB += doutᵀ·t; dt = scaling·dout·B;
@@ -223,6 +227,20 @@ static void check_batch(struct lm_acts *a, const int *cu_seqlens, int nseq, int 
     }
 }
 
+// out(N, OC) = inp·wᵀ + bias: matmul_forward, or for forward-only activations (inference) the
+// row-invariant product (blas.h), so a sequence's results do not depend on the batch around it.
+static void mm(const struct lm_acts *a, float *out, const float *inp, const float *w, const float *bias,
+               int N, int C, int OC)
+{
+    if (!a->row_invariant) {
+        matmul_forward(out, inp, w, bias, N, C, OC);
+        return;
+    }
+    if (bias)
+        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
+    sgemm_rm_rowinv(false, true, N, OC, C, 1.0f, inp, C, w, C, bias ? 1.0f : 0.0f, out, OC);
+}
+
 static void layer_forward(const struct model *m, struct lm_acts *a, int l, float *xout)
 {
     const struct model_config *c = &m->cfg;
@@ -233,12 +251,12 @@ static void layer_forward(const struct model *m, struct lm_acts *a, int l, float
 
     rmsnorm_forward(la->ln1, la->rstd1, la->x, LP(p->ln1w, l, C), N, C, eps);
     const struct lora *lo = a->lora;
-    matmul_forward(la->qraw, la->ln1, LP(p->qw, l, (size_t)qd * C), LP(p->qb, l, qd), N, C, qd);
-    lora_forward(lo, l, LORA_Q, la->qraw, la->ln1, lora_saved(a, l, LORA_Q), N);
-    matmul_forward(la->kraw, la->ln1, LP(p->kw, l, (size_t)kd * C), LP(p->kb, l, kd), N, C, kd);
-    lora_forward(lo, l, LORA_K, la->kraw, la->ln1, lora_saved(a, l, LORA_K), N);
-    matmul_forward(la->v, la->ln1, LP(p->vw, l, (size_t)kd * C), LP(p->vb, l, kd), N, C, kd);
-    lora_forward(lo, l, LORA_V, la->v, la->ln1, lora_saved(a, l, LORA_V), N);
+    mm(a, la->qraw, la->ln1, LP(p->qw, l, (size_t)qd * C), LP(p->qb, l, qd), N, C, qd);
+    lora_forward(lo, l, LORA_Q, la->qraw, la->ln1, lora_saved(a, l, LORA_Q), N, a->row_invariant);
+    mm(a, la->kraw, la->ln1, LP(p->kw, l, (size_t)kd * C), LP(p->kb, l, kd), N, C, kd);
+    lora_forward(lo, l, LORA_K, la->kraw, la->ln1, lora_saved(a, l, LORA_K), N, a->row_invariant);
+    mm(a, la->v, la->ln1, LP(p->vw, l, (size_t)kd * C), LP(p->vb, l, kd), N, C, kd);
+    lora_forward(lo, l, LORA_V, la->v, la->ln1, lora_saved(a, l, LORA_V), N, a->row_invariant);
     const float *qin = la->qraw, *kin = la->kraw;
     if (c->qk_norm) {   // Qwen3: RMSNorm over each head, before RoPE
         rmsnorm_forward(la->q, la->qrstd, la->qraw, LP(p->qnw, l, hs), N * c->NH, hs, eps);
@@ -249,17 +267,17 @@ static void layer_forward(const struct model *m, struct lm_acts *a, int l, float
     rope_forward(la->k, kin, a->cos_tab, a->sin_tab, a->pos, N, c->NKV, hs);
     attention_forward(la->att, la->lse, la->q, la->k, la->v, a->cu_seqlens, a->nseq, N, c->NH, c->NKV, hs,
                       a->scratch, a->scratch_size);
-    matmul_forward(la->xmid, la->att, LP(p->ow, l, (size_t)C * qd), LP(p->ob, l, C), N, qd, C);
-    lora_forward(lo, l, LORA_O, la->xmid, la->att, lora_saved(a, l, LORA_O), N);
+    mm(a, la->xmid, la->att, LP(p->ow, l, (size_t)C * qd), LP(p->ob, l, C), N, qd, C);
+    lora_forward(lo, l, LORA_O, la->xmid, la->att, lora_saved(a, l, LORA_O), N, a->row_invariant);
     residual_forward(la->xmid, la->xmid, la->x, (size_t)N * C);
     rmsnorm_forward(la->ln2, la->rstd2, la->xmid, LP(p->ln2w, l, C), N, C, eps);
-    matmul_forward(la->gate, la->ln2, LP(p->gatew, l, (size_t)FF * C), NULL, N, C, FF);
-    lora_forward(lo, l, LORA_GATE, la->gate, la->ln2, lora_saved(a, l, LORA_GATE), N);
-    matmul_forward(la->up, la->ln2, LP(p->upw, l, (size_t)FF * C), NULL, N, C, FF);
-    lora_forward(lo, l, LORA_UP, la->up, la->ln2, lora_saved(a, l, LORA_UP), N);
+    mm(a, la->gate, la->ln2, LP(p->gatew, l, (size_t)FF * C), NULL, N, C, FF);
+    lora_forward(lo, l, LORA_GATE, la->gate, la->ln2, lora_saved(a, l, LORA_GATE), N, a->row_invariant);
+    mm(a, la->up, la->ln2, LP(p->upw, l, (size_t)FF * C), NULL, N, C, FF);
+    lora_forward(lo, l, LORA_UP, la->up, la->ln2, lora_saved(a, l, LORA_UP), N, a->row_invariant);
     swiglu_forward(la->act, la->gate, la->up, N, FF);
-    matmul_forward(xout, la->act, LP(p->downw, l, (size_t)C * FF), NULL, N, FF, C);
-    lora_forward(lo, l, LORA_DOWN, xout, la->act, lora_saved(a, l, LORA_DOWN), N);
+    mm(a, xout, la->act, LP(p->downw, l, (size_t)C * FF), NULL, N, FF, C);
+    lora_forward(lo, l, LORA_DOWN, xout, la->act, lora_saved(a, l, LORA_DOWN), N, a->row_invariant);
     residual_forward(xout, xout, la->xmid, (size_t)N * C);
 }
 
@@ -441,6 +459,25 @@ const float *lm_prefill(const struct model *m, struct lm_acts *a, struct lm_cach
     return hN;
 }
 
+void lm_cache_grow(struct lm_cache *c, const struct model_config *cfg, int T_max)
+{
+    if (T_max <= c->T_max) return;
+    struct lm_cache n;
+    lm_cache_init(&n, cfg, c->slots, T_max);
+    size_t kd = (size_t)cfg->NKV * cfg->hs;
+    for (int s = 0; s < c->slots; s++) {
+        n.len[s] = c->len[s];
+        for (int l = 0; l < cfg->L; l++) {
+            memcpy(cache_at(&n, n.k, cfg, l, s, 0), cache_at(c, c->k, cfg, l, s, 0), (size_t)c->len[s] * kd * sizeof(float));
+            memcpy(cache_at(&n, n.v, cfg, l, s, 0), cache_at(c, c->v, cfg, l, s, 0), (size_t)c->len[s] * kd * sizeof(float));
+        }
+    }
+    n.lora = c->lora, n.lora_t = c->lora_t;
+    c->lora_t = NULL;
+    lm_cache_free(c);
+    *c = n;
+}
+
 void lm_cache_copy(struct lm_cache *c, const struct model_config *cfg, int dst, int src)
 {
     size_t kd = (size_t)cfg->NKV * cfg->hs, n = (size_t)c->len[src] * kd * sizeof(float);
@@ -506,25 +543,41 @@ static void attend_one(float *out, float *sc, const float *q, const float *K, co
 
 // One query row per (b, head) against its slot's cached keys 0..pos (the new token included).
 // Same maths as attention_forward: scaled scores, max-subtracted softmax, weighted sum of values.
+// The (b, head) tasks are independent: pool chunks of consecutive tasks.
+struct att_job { const struct lm_cache *c; const struct model_config *cfg; int l, B, nchunks; const int *slot, *pos; };
+
+static void attention_decode_chunk(void *p, int ch)
+{
+    const struct att_job *J = p;
+    const struct lm_cache *c = J->c;
+    const struct model_config *cfg = J->cfg;
+    int NH = cfg->NH, hs = cfg->hs, rep = cfg->NH / cfg->NKV;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t stride = (size_t)cfg->NKV * hs, b0, b1;
+    pool_range((size_t)J->B * NH, J->nchunks, ch, &b0, &b1);
+    for (size_t bh = b0; bh < b1; bh++) {
+        int b = (int)bh / NH, h = (int)bh % NH, kvh = h / rep;
+        attend_one(c->att + bh * hs, c->scores + bh * c->T_max, c->q + bh * hs,
+                   cache_at(c, c->k, cfg, J->l, J->slot[b], 0) + (size_t)kvh * hs,
+                   cache_at(c, c->v, cfg, J->l, J->slot[b], 0) + (size_t)kvh * hs, stride, J->pos[b] + 1, hs, scale);
+    }
+}
+
 static void attention_decode(const struct lm_cache *c, const struct model_config *cfg, int l,
                              const int *slot, const int *pos, int B)
 {
-    int NH = cfg->NH, hs = cfg->hs, rep = cfg->NH / cfg->NKV;
-    float scale = 1.0f / sqrtf((float)hs);
-    size_t stride = (size_t)cfg->NKV * hs;
-    #pragma omp parallel for schedule(static) if ((size_t)B * NH * hs * (pos[0] + 1) >= 32768)
-    for (int bh = 0; bh < B * NH; bh++) {
-        int b = bh / NH, h = bh % NH, kvh = h / rep;
-        attend_one(c->att + (size_t)bh * hs, c->scores + (size_t)bh * c->T_max, c->q + (size_t)bh * hs,
-                   cache_at(c, c->k, cfg, l, slot[b], 0) + (size_t)kvh * hs,
-                   cache_at(c, c->v, cfg, l, slot[b], 0) + (size_t)kvh * hs, stride, pos[b] + 1, hs, scale);
-    }
+    size_t work = 0;
+    for (int b = 0; b < B; b++) work += (size_t)cfg->NH * cfg->hs * (size_t)(pos[b] + 1);
+    struct att_job J = {c, cfg, l, B, 0, slot, pos};
+    // chunks of whole tasks, each at least ~16K multiply-adds
+    J.nchunks = pool_chunks((size_t)B * cfg->NH, 16384 / (work / ((size_t)B * cfg->NH) + 1) + 1);
+    pool_for(J.nchunks, attention_decode_chunk, &J);
 }
 
 // lora_forward for the decoder: scratch c->lora_t, nothing saved.
 static void lora_decode(const struct lm_cache *c, int l, enum lora_target t, float *out, const float *inp, int B)
 {
-    if (c->lora && (c->lora->targets & (1u << t))) lora_forward(c->lora, l, t, out, inp, c->lora_t, B);
+    if (c->lora && (c->lora->targets & (1u << t))) lora_forward(c->lora, l, t, out, inp, c->lora_t, B, true);
 }
 
 // The bf16 mirror of weight w (a pointer into the f32 parameters).
@@ -534,16 +587,10 @@ static const uint16_t *bf16_weight(const struct model *m, const float *w, size_t
     return model_bf16_at(m, w);
 }
 
-// A decode-step product: from the bf16 mirror when the model has one (model_use_bf16).
-static void decode_matmul(const struct model *m, float *out, const float *inp, const float *w,
-                          const float *bias, int B, int C, int OC)
-{
-    if (m->bf16_memory) matmul_forward_bf16(out, inp, bf16_weight(m, w, (size_t)OC * C), bias, B, C, OC);
-    else matmul_forward(out, inp, w, bias, B, C, OC);
-}
-
-// Products of one decode step that share their input (q, k, v; gate, up) in one parallel region:
-// each wakes the other threads once instead of n times. Same bits as n decode_matmul calls.
+// Products of one decode step that share their input (q, k, v; gate, up; or a single one) in one
+// parallel loop, from the bf16 mirror when the model has one (model_use_bf16). Always the
+// fixed-order dot kernel (blas.h sgemm_nt_parts), whatever B: a sequence's logits do not depend
+// on the sequences decoded beside it (issue 13).
 static void decode_matmuls(const struct model *m, const float *inp, int B, int C, int n, float *const *out,
                            const float *const *w, const float *const *bias, const int *OC)
 {
@@ -556,6 +603,12 @@ static void decode_matmuls(const struct model *m, const float *inp, int B, int C
         part[i] = (struct gemm_nt_part){wi, OC[i], out[i], bias[i] ? 1.0f : 0.0f};
     }
     sgemm_nt_parts(B, C, inp, C, part, n, m->bf16_memory != NULL);
+}
+
+static void decode_matmul(const struct model *m, float *out, const float *inp, const float *w,
+                          const float *bias, int B, int C, int OC)
+{
+    decode_matmuls(m, inp, B, C, 1, &out, &w, &bias, &OC);
 }
 
 void lm_decode(const struct model *m, struct lm_cache *c, const int *token, const int *slot, int B,

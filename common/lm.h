@@ -42,6 +42,7 @@
 #ifndef SRLM_LM_H
 #define SRLM_LM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "model.h"
@@ -88,6 +89,7 @@ struct lm_acts {
     const struct lora *lora; // borrowed
     float *lora_t;           // (L, adapted targets, N_max, r) scaling·x·Aᵀ per adapted projection
     float *lora_dt;          // (N_max, r) backward temporary
+    bool row_invariant;      // lm_acts_init_forward: row-invariant products (blas.h sgemm_rm_rowinv)
 };
 
 void lm_acts_init(struct lm_acts *a, const struct model_config *cfg, int N_max, int T_max);
@@ -133,6 +135,9 @@ const float *lm_prefill(const struct model *m, struct lm_acts *a, struct lm_cach
 // carry the same adapter (ASSERTed), so prompt keys/values and decoded ones come from one model.
 void lm_cache_set_lora(struct lm_cache *c, const struct lora *lo);
 void lm_cache_copy(struct lm_cache *c, const struct model_config *cfg, int dst, int src);
+// Grows every slot to T_max positions (no-op if it already has them), keeping what they hold:
+// the decoder's cache follows the longest prompt seen (continuous batching, generate.c).
+void lm_cache_grow(struct lm_cache *c, const struct model_config *cfg, int T_max);
 // Appends token[b] to slot[b] for b < B (slots distinct) and writes the next-token logits (B, V).
 void lm_decode(const struct model *m, struct lm_cache *c, const int *token, const int *slot, int B,
                float *logits);

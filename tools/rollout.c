@@ -30,7 +30,8 @@
 
 static struct {
     const char *model, *adapter, *input;
-    int G, top_k, max_new, batch_prompts, threads;
+    int G, top_k, max_new, batch_prompts, max_batch, threads;
+    bool static_batches;
     double temperature, top_p, min_p;
     bool greedy;
     int nstop;
@@ -38,14 +39,15 @@ static struct {
     long long seed;
     size_t max_record_bytes;
     bool bf16;
-} opt = {NULL, NULL, NULL, 1, 0, 256, 8, 0, 1.0, 1.0, 0.0, false, 0, {0}, 1337, REC_DEFAULT_MAX_BYTES, false};
+} opt = {NULL, NULL, NULL, 1, 0, 256, 8, 0, 0, false, 1.0, 1.0, 0.0, false, 0, {0}, 1337, REC_DEFAULT_MAX_BYTES, false};
 
 static void usage(FILE *f)
 {
     fprintf(f,
         "usage: rollout [-hqvV] [--greedy] [-G n] [--temperature t] [--top-p p] [--top-k k]\n"
         "               [--min-p p] [--max-new-tokens n] [--stop str]... [--seed s] [--threads n]\n"
-        "               [--batch-prompts n] [--dtype f32|bf16] [--max-record-bytes n]\n"
+        "               [--max-batch n] [--batching continuous|static] [--batch-prompts n]\n"
+        "               [--dtype f32|bf16] [--max-record-bytes n]\n"
         "               [--adapter dir] --model dir [FILE] > samples\n"
         "\n"
         "Samples G completions per prompt of a srlm.examples stream (FILE, or stdin when FILE\n"
@@ -65,7 +67,13 @@ static void usage(FILE *f)
         "      --seed S             random seed (default 1337)\n"
         "      --threads N          compute threads (default: BLIS_NUM_THREADS / OMP_NUM_THREADS, else\n"
         "                           the CPUs this process may use)\n"
-        "      --batch-prompts N    prompts decoded together (default 8; N x G sequences per batch)\n"
+        "      --max-batch N        sequences decoding together, the KV cache's slots (default:\n"
+        "                           --batch-prompts x G); at least G\n"
+        "      --batching MODE      continuous (default): a finished sequence's slots take the next\n"
+        "                           prompt at once; static: prompts enter only an empty batch,\n"
+        "                           --batch-prompts at a time. The output is the same bytes either\n"
+        "                           way, and under any --max-batch, --batch-prompts and --threads\n"
+        "      --batch-prompts N    prompts per static batch, and the default --max-batch (default 8)\n"
         "      --dtype bf16         decode from bf16 weights: the policy rounded to bf16 (exact for a\n"
         "                           bf16 checkpoint), half the memory traffic per token (default f32)\n"
         "      --max-record-bytes N largest input record (default 64M)\n"
@@ -87,7 +95,7 @@ static void usage(FILE *f)
 
 static void parse_args(int argc, char **argv)
 {
-    enum { O_TEMP = 256, O_TOPP, O_TOPK, O_MINP, O_GREEDY, O_MAXNEW, O_STOP, O_SEED, O_THREADS, O_BATCH, O_MAXREC, O_DTYPE, O_ADAPTER, O_PROGRESS };
+    enum { O_TEMP = 256, O_TOPP, O_TOPK, O_MINP, O_GREEDY, O_MAXNEW, O_STOP, O_SEED, O_THREADS, O_BATCH, O_MAXREC, O_DTYPE, O_ADAPTER, O_PROGRESS, O_MAXBATCH, O_BATCHING };
     static const struct option lo[] = {
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
         {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
@@ -99,7 +107,8 @@ static void parse_args(int argc, char **argv)
         {"threads", required_argument, 0, O_THREADS}, {"batch-prompts", required_argument, 0, O_BATCH},
         {"max-record-bytes", required_argument, 0, O_MAXREC}, {"dtype", required_argument, 0, O_DTYPE},
         {"adapter", required_argument, 0, O_ADAPTER},
-        {"progress-every", required_argument, 0, O_PROGRESS}, {0, 0, 0, 0}};
+        {"progress-every", required_argument, 0, O_PROGRESS}, {"max-batch", required_argument, 0, O_MAXBATCH},
+        {"batching", required_argument, 0, O_BATCHING}, {0, 0, 0, 0}};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "hVqvm:G:", lo, NULL)) != -1) {
@@ -126,6 +135,12 @@ static void parse_args(int argc, char **argv)
         case O_SEED: opt.seed = parse_int(optarg, 0, INT64_MAX, "--seed"); break;
         case O_THREADS: opt.threads = (int)parse_int(optarg, 1, 1024, "--threads"); break;
         case O_BATCH: opt.batch_prompts = (int)parse_int(optarg, 1, 1 << 16, "--batch-prompts"); break;
+        case O_MAXBATCH: opt.max_batch = (int)parse_int(optarg, 1, 1 << 20, "--max-batch"); break;
+        case O_BATCHING:
+            if (strcmp(optarg, "continuous") && strcmp(optarg, "static"))
+                usage_error("--batching: continuous or static, not \"%s\"", optarg);
+            opt.static_batches = !strcmp(optarg, "static");
+            break;
         case O_DTYPE:
             if (strcmp(optarg, "f32") && strcmp(optarg, "bf16")) usage_error("--dtype: f32 or bf16, not \"%s\"", optarg);
             opt.bf16 = !strcmp(optarg, "bf16");
@@ -141,6 +156,14 @@ static void parse_args(int argc, char **argv)
     if (!opt.model) usage_error("--model DIR is required");
     if (opt.temperature == 0) opt.greedy = true;
     if (opt.min_p >= 1) usage_error("--min-p must be below 1");
+    if ((long long)opt.batch_prompts * opt.G > 1 << 20)
+        usage_error("--batch-prompts x -G = %lld sequences: at most %d", (long long)opt.batch_prompts * opt.G, 1 << 20);
+    if (!opt.max_batch || opt.static_batches) {
+        if (opt.max_batch && opt.max_batch != opt.batch_prompts * opt.G)
+            usage_error("--max-batch: static batches hold --batch-prompts x G = %d sequences", opt.batch_prompts * opt.G);
+        opt.max_batch = opt.batch_prompts * opt.G;
+    }
+    if (opt.max_batch < opt.G) usage_error("--max-batch %d is below -G %d: a prompt's samples decode together", opt.max_batch, opt.G);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -168,7 +191,7 @@ static void pack_header(struct rec_writer *w, void *p)
     rec_pack_key(w, "eos_ids"); rec_pack_i32_array(w, gc->eos, (size_t)gc->neos);
     rec_pack_key(w, "seed"); rec_pack_int(w, opt.seed);
     rec_pack_key(w, "options");
-    rec_pack_map(w, opt.adapter ? 13 : 12);
+    rec_pack_map(w, opt.adapter ? 12 : 11);
     rec_pack_key(w, "model"); rec_pack_str(w, opt.model);
     if (opt.adapter) { rec_pack_key(w, "adapter"); rec_pack_str(w, opt.adapter); }
     rec_pack_key(w, "dtype"); rec_pack_str(w, opt.bf16 ? "bf16" : "f32");
@@ -182,7 +205,6 @@ static void pack_header(struct rec_writer *w, void *p)
     rec_pack_key(w, "stop");
     rec_pack_array(w, (uint32_t)opt.nstop);
     for (int i = 0; i < opt.nstop; i++) rec_pack_str(w, opt.stop[i]);
-    rec_pack_key(w, "batch_prompts"); rec_pack_int(w, opt.batch_prompts);
     rec_pack_key(w, "vocab_limit"); rec_pack_int(w, gc->vocab_limit);
 }
 
@@ -193,6 +215,7 @@ static void make_config(struct gen_config *gc, const struct model *m, const stru
     memset(gc, 0, sizeof *gc);
     gc->sp = (struct sampler_params){opt.greedy, (float)opt.temperature, opt.top_k, (float)opt.top_p, (float)opt.min_p};
     gc->G = opt.G, gc->max_new_tokens = opt.max_new, gc->max_prompts = opt.batch_prompts;
+    gc->max_batch = opt.max_batch, gc->static_batches = opt.static_batches;
     gc->seed = (uint64_t)opt.seed;
     int tv = tokenizer_vocab_size(tok);
     gc->vocab_limit = tv < m->cfg.V ? tv : m->cfg.V;
@@ -266,35 +289,27 @@ static void write_sample(struct rec_writer *w, const struct tokenizer *tok, cons
     free(text);
 }
 
-// Generates and writes the batch's groups, flushing after each group; frees the prompts.
-static void run_batch(struct generator *g, struct rec_writer *w, const struct tokenizer *tok,
-                      struct prompt *pb, int n, size_t *finish_count)
+// Writes a finished group's G samples and frees its prompt.
+static void write_group(struct rec_writer *w, const struct tokenizer *tok, struct prompt *p,
+                        const struct gen_sample *out, size_t *finish_count)
 {
-    struct gen_prompt *gp = xmalloc((size_t)n * sizeof *gp);
     int longest = 0;
-    for (int p = 0; p < n; p++) {
-        gp[p] = (struct gen_prompt){pb[p].id, strlen(pb[p].id), pb[p].tokens, pb[p].len};
-        if (pb[p].len > longest) longest = pb[p].len;
-    }
-    const struct gen_sample *out = generate(g, gp, n);
-    free(gp);
-    size_t cap = (size_t)longest + (size_t)opt.max_new;
+    for (int s = 0; s < opt.G; s++)
+        if (out[s].n > longest) longest = out[s].n;
+    size_t cap = (size_t)p->len + (size_t)longest;
     int32_t *seq = xmalloc(cap * sizeof(int32_t)), *mask = xmalloc(cap * sizeof(int32_t));
-    for (int p = 0; p < n; p++) {
-        msgpack_unpacked u;
-        msgpack_unpacked_init(&u);
-        size_t off = 0;
-        ASSERT(msgpack_unpack_next(&u, pb[p].raw.data, pb[p].raw.size, &off) == MSGPACK_UNPACK_SUCCESS);
-        for (int s = 0; s < opt.G; s++) {
-            const struct gen_sample *o = &out[p * opt.G + s];
-            write_sample(w, tok, &u.data, &pb[p], s, o, seq, mask);
-            finish_count[o->finish]++;
-        }
-        rec_flush(w);
-        msgpack_unpacked_destroy(&u);
-        msgpack_sbuffer_destroy(&pb[p].raw);
-        free(pb[p].id), free(pb[p].tokens);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    ASSERT(msgpack_unpack_next(&u, p->raw.data, p->raw.size, &off) == MSGPACK_UNPACK_SUCCESS);
+    for (int s = 0; s < opt.G; s++) {
+        write_sample(w, tok, &u.data, p, s, &out[s], seq, mask);
+        finish_count[out[s].finish]++;
     }
+    rec_flush(w);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&p->raw);
+    free(p->id), free(p->tokens);
     free(seq), free(mask);
 }
 
@@ -338,37 +353,55 @@ int main(int argc, char **argv)
     rec_flush(&w);
 
     struct generator *g = generator_new(&m, tok, &gc);
-    struct prompt *pb = xcalloc((size_t)opt.batch_prompts, sizeof *pb);
+    // Prompts read ahead: enough to refill every slot twice over, so a slot never waits for
+    // input; groups finished behind a longer one wait here (in input order) until it ends.
+    int window = opt.static_batches ? opt.batch_prompts : 2 * (opt.max_batch / opt.G);
+    if (window < opt.batch_prompts) window = opt.batch_prompts;
+    struct prompt *pq = xcalloc((size_t)window, sizeof *pq);   // ring, in step with the generator's
+    int head = 0;
     size_t nprompts = 0, finish_count[3] = {0};
-    int n = 0;
+    bool eof = false;
     msgpack_object rec;
     double t0 = now_seconds();
     struct progress pg;
     progress_init(&pg, "prompts", -1);
     long long new_before = 0;
-    while (rec_reader_next_data(&r, &rec)) {
-        read_prompt(&r, &rec, &m, &pb[n++]);
-        nprompts++;
-        if (n == opt.batch_prompts) {
-            run_batch(g, &w, tok, pb, n, finish_count);
-            progress_add(&pg, n, generator_stats(g)->new_tokens - new_before);
-            new_before = generator_stats(g)->new_tokens, n = 0;
+    for (;;) {
+        while (!eof && gen_pending(g) < window) {
+            if (!rec_reader_next_data(&r, &rec)) { eof = true; break; }
+            struct prompt *p = &pq[(head + gen_pending(g)) % window];
+            read_prompt(&r, &rec, &m, p);
+            struct gen_prompt gp = {p->id, strlen(p->id), p->tokens, p->len};
+            gen_submit(g, &gp);
+            nprompts++;
         }
+        const struct gen_sample *out;
+        while ((out = gen_done(g))) {
+            write_group(&w, tok, &pq[head], out, finish_count);
+            gen_release(g);
+            head = (head + 1) % window;
+            progress_add(&pg, 1, generator_stats(g)->new_tokens - new_before);
+            new_before = generator_stats(g)->new_tokens;
+        }
+        if (gen_pending(g) == 0) {
+            if (eof) break;
+            continue;   // the window emptied: read on
+        }
+        if (!gen_step(g) && !gen_done(g)) die(EX_SOFTWARE, "rollout: the generator stalled");
     }
-    if (n) run_batch(g, &w, tok, pb, n, finish_count);
     progress_end(&pg);
     rec_write_end(&w);
 
     const struct gen_stats *st = generator_stats(g);
     double dt = now_seconds() - t0;
     log_info("prompts=%zu samples=%zu new_tokens=%lld eos=%zu stop=%zu length=%zu prefill_tok/s=%.1f "
-             "decode_tok/s=%.1f tok/s=%.1f seconds=%.2f",
+             "decode_tok/s=%.1f mean_batch=%.1f tok/s=%.1f seconds=%.2f",
              nprompts, nprompts * (size_t)opt.G, st->new_tokens, finish_count[GEN_FINISH_EOS],
              finish_count[GEN_FINISH_STOP], finish_count[GEN_FINISH_LENGTH],
              st->prefill_seconds > 0 ? st->prefill_tokens / st->prefill_seconds : 0.0,
              st->decode_seconds > 0 ? st->new_tokens / st->decode_seconds : 0.0,
-             dt > 0 ? st->new_tokens / dt : 0.0, dt);
-    free(pb);
+             st->decode_steps ? (double)st->decode_rows / st->decode_steps : 0.0, dt > 0 ? st->new_tokens / dt : 0.0, dt);
+    free(pq);
     generator_free(g);
     rec_reader_close(&r);
     close_input(in);

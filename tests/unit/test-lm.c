@@ -298,7 +298,9 @@ static void check_packing(const char *arch)
 }
 
 // A forward-only arena (layers share their buffers) gives the training arena's hidden states and
-// prefilled keys/values bit for bit, also with a longer batch planned than used.
+// prefilled keys/values bit for bit with the training products, also with a longer batch planned
+// than used; with its own row-invariant products (the default) each sequence's hidden states are
+// bitwise those it gets alone, and within float rounding of the training forward's.
 static void check_forward_only(const char *arch)
 {
     struct model m;
@@ -308,6 +310,8 @@ static void check_forward_only(const char *arch)
     struct lm_acts tr, fo;
     lm_acts_init(&tr, &m.cfg, b.N, 11);
     lm_acts_init_forward(&fo, &m.cfg, b.N + 5, 16);
+    CHECK(fo.row_invariant && !tr.row_invariant);
+    fo.row_invariant = false;
     struct lm_cache ct, cf;
     lm_cache_init(&ct, &m.cfg, b.nseq, 16);
     lm_cache_init(&cf, &m.cfg, b.nseq, 16);
@@ -328,6 +332,21 @@ static void check_forward_only(const char *arch)
             same &= !memcmp(ct.k + off, cf.k + off, len * sizeof(float)) && !memcmp(ct.v + off, cf.v + off, len * sizeof(float));
         }
     CHECK_MSG(same, "%s: forward-only prefill stores other keys/values", arch);
+    // row-invariant: the packed batch against each sequence alone, bit for bit
+    fo.row_invariant = true;
+    float *packed = xmalloc(n * sizeof(float));
+    memcpy(packed, lm_forward(&m, &fo, b.tokens, b.cu, b.nseq, b.N), n * sizeof(float));
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs(packed[i] - h1[i]));
+    CHECK_MSG(worst < 1e-4, "%s: row-invariant forward differs from the training forward by %g", arch, worst);
+    bool alone = true;
+    for (int s = 0; s < b.nseq; s++) {
+        int cu[2] = {0, b.cu[s + 1] - b.cu[s]};
+        const float *h = lm_forward(&m, &fo, b.tokens + b.cu[s], cu, 1, cu[1]);
+        alone &= !memcmp(h, packed + (size_t)b.cu[s] * m.cfg.C, (size_t)cu[1] * m.cfg.C * sizeof(float));
+    }
+    CHECK_MSG(alone, "%s: a sequence's row-invariant hidden states depend on the batch around it", arch);
+    free(packed);
     lm_cache_free(&ct), lm_cache_free(&cf), lm_acts_free(&tr), lm_acts_free(&fo), batch_free(&b), model_free(&m);
 }
 

@@ -294,8 +294,11 @@ static void test_gemm_parts(void)
                         memcpy(Cs[i], Cp[i], 16 * 24 * sizeof(float));
                         parts[i] = (struct gemm_nt_part){bf16 ? (const void *)Bh[i] : (const void *)B[i], Ns[i],
                                                          Cp[i], (float)beta};
-                        if (bf16) sgemm_bf16_nt(M, Ns[i], K, A, K, Bh[i], K, (float)beta, Cs[i], Ns[i]);
-                        else sgemm_rm(false, true, M, Ns[i], K, 1.0f, A, K, B[i], K, (float)beta, Cs[i], Ns[i]);
+                        // one row at a time: the parts' product is row-invariant (blas.h)
+                        for (int r = 0; r < M; r++)
+                            if (bf16) sgemm_bf16_nt(1, Ns[i], K, A + r * K, K, Bh[i], K, (float)beta, Cs[i] + r * Ns[i], Ns[i]);
+                            else sgemm_rm(false, true, 1, Ns[i], K, 1.0f, A + r * K, K, B[i], K, (float)beta,
+                                          Cs[i] + r * Ns[i], Ns[i]);
                     }
                     sgemm_nt_parts(M, K, A, K, parts, 3, bf16);
                     for (int i = 0; i < 3; i++, cases++)
