@@ -3,6 +3,7 @@
 
 #include <blis.h>
 #include <immintrin.h>
+#include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -456,4 +457,215 @@ void sgemm_rm_rowinv(bool trans_a, bool trans_b, int M, int N, int K,
         return;
     }
     gemm_pool(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, false);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Panel-packed weights for decoding (blas.h "panels"). An outer-product kernel: each element of C
+// is ONE multiply-add chain over k = 0..K-1 (acc = fma(a_k, w_k, acc) from acc = 0), whatever the
+// tile, the number of rows M and the thread count. Register tiles of MR rows × NP panels of 16
+// columns (MR·NP·2 <= 12 accumulators: enough independent chains to hide the FMA latency at
+// every M), the panels of a chunk outermost so that each panel is read from memory once per call
+// and the rows of A come from L1/L2.
+
+#define PANEL 16
+
+void panels_pack(struct panels *p, const float *W, int N, int K, bool bf16)
+{
+    ASSERT(N > 0 && K > 0);
+    p->N = N, p->K = K, p->np = (N + PANEL - 1) / PANEL, p->bf16 = bf16;
+    size_t n = mul_size(mul_size((size_t)p->np, (size_t)K, "panels"), PANEL, "panels");
+    if (bf16) {
+        // per k, 16 bf16 as 8 words: word i = column i (low half) | column 8+i (high half), so
+        // that `w << 16` is columns 0..7 and `w & 0xffff0000` columns 8..15, each exact in f32
+        uint16_t *d = xmalloc(n * sizeof(uint16_t));
+        for (int q = 0; q < p->np; q++)
+            for (int k = 0; k < K; k++)
+                for (int c = 0; c < PANEL; c++) {
+                    int col = q * PANEL + c;
+                    uint16_t v = col < N ? f32_to_bf16(W[(size_t)col * K + k]) : 0;
+                    d[((size_t)q * K + k) * PANEL + (c < 8 ? 2 * c : 2 * (c - 8) + 1)] = v;
+                }
+        p->data = d;
+    } else {
+        float *d = xmalloc(n * sizeof(float));
+        for (int q = 0; q < p->np; q++)
+            for (int k = 0; k < K; k++)
+                for (int c = 0; c < PANEL; c++) {
+                    int col = q * PANEL + c;
+                    d[((size_t)q * K + k) * PANEL + c] = col < N ? W[(size_t)col * K + k] : 0.0f;
+                }
+        p->data = d;
+    }
+}
+
+void panels_free(struct panels *p)
+{
+    free(p->data);
+    p->data = NULL;
+}
+
+// Stores a tile's 16-column block (col0 = its first column): C = acc (beta 0) or acc + C.
+static void panel_store(const float acc[PANEL], float *c, int ncols, float beta)
+{
+    for (int j = 0; j < ncols; j++) c[j] = beta == 0.0f ? acc[j] : acc[j] + c[j];
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+panel_tile(const float *A, int lda, const void *P, int K, const bool bf16, float *C, int ldc, int ncols_total,
+           int col0, float beta, const int MR, const int NP)
+{
+    __m256 acc[6][4][2];
+    _Pragma("GCC unroll 6") for (int r = 0; r < MR; r++)
+        _Pragma("GCC unroll 4") for (int q = 0; q < NP; q++)
+            acc[r][q][0] = acc[r][q][1] = _mm256_setzero_ps();
+    const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+    for (int k = 0; k < K; k++) {
+        __m256 w[4][2];
+        _Pragma("GCC unroll 4") for (int q = 0; q < NP; q++) {
+            if (bf16) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)((const uint16_t *)P + ((size_t)q * K + k) * PANEL));
+                w[q][0] = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
+                w[q][1] = _mm256_castsi256_ps(_mm256_and_si256(x, hi));
+            } else {
+                const float *f = (const float *)P + ((size_t)q * K + k) * PANEL;
+                w[q][0] = _mm256_loadu_ps(f);
+                w[q][1] = _mm256_loadu_ps(f + 8);
+            }
+        }
+        _Pragma("GCC unroll 6") for (int r = 0; r < MR; r++) {
+            __m256 a = _mm256_broadcast_ss(A + (size_t)r * lda + k);
+            _Pragma("GCC unroll 4") for (int q = 0; q < NP; q++) {
+                acc[r][q][0] = _mm256_fmadd_ps(a, w[q][0], acc[r][q][0]);
+                acc[r][q][1] = _mm256_fmadd_ps(a, w[q][1], acc[r][q][1]);
+            }
+        }
+    }
+    // out of registers through fully unrolled stores: a runtime index into acc would keep the
+    // accumulators in memory for the whole k loop (GCC did: a store per FMA)
+    float t[6][4][PANEL];
+    _Pragma("GCC unroll 6") for (int r = 0; r < MR; r++)
+        _Pragma("GCC unroll 4") for (int q = 0; q < NP; q++) {
+            _mm256_storeu_ps(t[r][q], acc[r][q][0]);
+            _mm256_storeu_ps(t[r][q] + 8, acc[r][q][1]);
+        }
+    for (int r = 0; r < MR; r++)
+        for (int q = 0; q < NP && col0 + q * PANEL < ncols_total; q++) {
+            int c0 = col0 + q * PANEL, nc = ncols_total - c0 < PANEL ? ncols_total - c0 : PANEL;
+            panel_store(t[r][q], C + (size_t)r * ldc + c0, nc, beta);
+        }
+}
+
+// One tile of mr rows (1..6) × np panels, the kernel chosen by mr (compile-time shapes).
+__attribute__((target("avx2,fma"))) static void panel_tile_avx2(const float *A, int lda, const void *P, int K,
+                                                               bool bf16, float *C, int ldc, int N, int col0,
+                                                               float beta, int mr, int np)
+{
+#define PT(MR, NP) (bf16 ? panel_tile(A, lda, P, K, true, C, ldc, N, col0, beta, MR, NP) \
+                         : panel_tile(A, lda, P, K, false, C, ldc, N, col0, beta, MR, NP))
+    switch (mr * 8 + np) {
+    case 1 * 8 + 4: PT(1, 4); break;
+    case 1 * 8 + 3: PT(1, 3); break;
+    case 1 * 8 + 2: PT(1, 2); break;
+    case 1 * 8 + 1: PT(1, 1); break;
+    case 2 * 8 + 3: PT(2, 3); break;
+    case 2 * 8 + 2: PT(2, 2); break;
+    case 2 * 8 + 1: PT(2, 1); break;
+    case 3 * 8 + 2: PT(3, 2); break;
+    case 3 * 8 + 1: PT(3, 1); break;
+    case 4 * 8 + 1: PT(4, 1); break;
+    case 5 * 8 + 1: PT(5, 1); break;
+    default: PT(6, 1); break;
+    }
+#undef PT
+}
+#endif
+
+// The same chains without AVX2: fmaf rounds each step once, as the vector FMA does.
+static void panel_tile_scalar(const float *A, int lda, const void *P, int K, bool bf16, float *C, int ldc,
+                              int N, int col0, float beta, int mr, int np)
+{
+    for (int r = 0; r < mr; r++)
+        for (int q = 0; q < np; q++) {
+            int c0 = col0 + q * PANEL;
+            if (c0 >= N) break;
+            float acc[PANEL] = {0};
+            for (int k = 0; k < K; k++) {
+                float a = A[(size_t)r * lda + k];
+                for (int c = 0; c < PANEL; c++) {
+                    float w;
+                    if (bf16) w = bf16_to_f32(((const uint16_t *)P)[((size_t)q * K + k) * PANEL + (c < 8 ? 2 * c : 2 * (c - 8) + 1)]);
+                    else w = ((const float *)P)[((size_t)q * K + k) * PANEL + c];
+                    acc[c] = fmaf(a, w, acc[c]);
+                }
+            }
+            panel_store(acc, C + (size_t)r * ldc + c0, N - c0 < PANEL ? N - c0 : PANEL, beta);
+        }
+}
+
+// panels per tile for mr rows: at most 12 accumulators, at least 8 where the rows allow
+static int panel_np(int mr) { return mr == 1 ? 4 : mr == 2 ? 3 : mr == 3 ? 2 : 1; }
+
+struct panel_job {
+    int M, nparts, nchunks, total;   // total: panel groups over all parts
+    const float *A;
+    int lda;
+    const struct gemm_panel_part *part;
+    int first[9];                    // first panel group of each part
+    bool simd;
+};
+
+#define PANEL_GROUP 4   // panels per group: a chunk's unit, read from memory once
+
+static void panel_chunk(void *p, int ch)
+{
+    const struct panel_job *J = p;
+    size_t g0, g1;
+    pool_range((size_t)J->total, J->nchunks, ch, &g0, &g1);
+    for (size_t gi = g0; gi < g1; gi++) {
+        int pi = 0;
+        while ((int)gi >= J->first[pi + 1]) pi++;
+        const struct gemm_panel_part *P = &J->part[pi];
+        const struct panels *W = P->W;
+        int q0 = ((int)gi - J->first[pi]) * PANEL_GROUP;
+        int q1 = q0 + PANEL_GROUP < W->np ? q0 + PANEL_GROUP : W->np;
+        size_t es = W->bf16 ? sizeof(uint16_t) : sizeof(float);
+        for (int m0 = 0; m0 < J->M; m0 += 6) {
+            int mr = J->M - m0 < 6 ? J->M - m0 : 6, np = panel_np(mr);
+            for (int q = q0; q < q1; q += np) {
+                int nq = q1 - q < np ? q1 - q : np;
+                const void *Pq = (const char *)W->data + (size_t)q * W->K * PANEL * es;
+                const float *a = J->A + (size_t)m0 * J->lda;
+                float *c = P->C + (size_t)m0 * W->N;
+#if defined(__x86_64__) || defined(__i386__)
+                if (J->simd) {
+                    panel_tile_avx2(a, J->lda, Pq, W->K, W->bf16, c, W->N, W->N, q * PANEL, P->beta, mr, nq);
+                    continue;
+                }
+#endif
+                panel_tile_scalar(a, J->lda, Pq, W->K, W->bf16, c, W->N, W->N, q * PANEL, P->beta, mr, nq);
+            }
+        }
+    }
+}
+
+static bool panels_scalar;   // tests: the scalar chains instead of AVX2
+void panels_force_scalar(bool on) { panels_scalar = on; }
+
+void sgemm_panels(int M, const float *A, int lda, const struct gemm_panel_part *parts, int nparts)
+{
+    ASSERT(M >= 0 && nparts >= 1 && nparts <= 8);
+    if (M == 0) return;
+    struct panel_job J = {.M = M, .nparts = nparts, .A = A, .lda = lda, .part = parts,
+                         .simd = cpu_has_avx2_fma() && !panels_scalar};
+    size_t work = 0;
+    for (int i = 0; i < nparts; i++) {
+        ASSERT(parts[i].W->K == parts[0].W->K);
+        J.first[i + 1] = J.first[i] + (parts[i].W->np + PANEL_GROUP - 1) / PANEL_GROUP;
+        work += (size_t)parts[i].W->np * PANEL * parts[i].W->K * (size_t)M;
+    }
+    J.total = J.first[nparts];
+    size_t per_group = work / (size_t)J.total + 1;
+    J.nchunks = pool_chunks((size_t)J.total, 65536 / per_group + 1);
+    pool_for(J.nchunks, panel_chunk, &J);
 }

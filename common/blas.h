@@ -68,4 +68,18 @@ struct gemm_nt_part { const void *B; int N; float *C; float beta; };
 void sgemm_nt_parts(int M, int K, const float *A, int lda, const struct gemm_nt_part *parts, int nparts,
                     bool bf16);
 
+// Weights packed for decoding: W (N, K) row-major as ceil(N/16) panels of K × 16 values (f32, or
+// bf16 rounded from W), column-padded with zeros. sgemm_panels computes, for every part i,
+// C_i(M, N_i) = A(M, K)·W_iᵀ + beta_i·C_i (beta 0 or 1, C_i row length N_i) with every element
+// ONE fused multiply-add chain over k = 0..K-1: the same bits for every M, tile and thread count
+// (row-invariant), and a register-tiled kernel that stays fast from M = 1 to M = 64 (issue 13).
+// Without AVX2/FMA the same chains run scalar with fmaf.
+struct panels { int N, K, np; bool bf16; void *data; };
+void panels_pack(struct panels *p, const float *W, int N, int K, bool bf16);
+void panels_free(struct panels *p);
+struct gemm_panel_part { const struct panels *W; float *C; float beta; };
+void sgemm_panels(int M, const float *A, int lda, const struct gemm_panel_part *parts, int nparts);
+// Tests: run sgemm_panels' scalar chains even where AVX2 is available (they must give the same bits).
+void panels_force_scalar(bool on);
+
 #endif

@@ -415,6 +415,9 @@ void lm_cache_init(struct lm_cache *c, const struct model_config *cfg, int slots
     free(inv_freq);
 }
 
+struct lm_panels;
+static void panels_drop(struct lm_panels *P);
+
 void lm_cache_free(struct lm_cache *c)
 {
     float *bufs[] = {c->k, c->v, c->x, c->ln, c->q, c->kk, c->vv, c->att, c->tmp, c->gate, c->up,
@@ -422,6 +425,7 @@ void lm_cache_free(struct lm_cache *c)
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c->len);
     free(c->lora_t);
+    panels_drop(c->panels);
     memset(c, 0, sizeof *c);
 }
 
@@ -472,8 +476,8 @@ void lm_cache_grow(struct lm_cache *c, const struct model_config *cfg, int T_max
             memcpy(cache_at(&n, n.v, cfg, l, s, 0), cache_at(c, c->v, cfg, l, s, 0), (size_t)c->len[s] * kd * sizeof(float));
         }
     }
-    n.lora = c->lora, n.lora_t = c->lora_t;
-    c->lora_t = NULL;
+    n.lora = c->lora, n.lora_t = c->lora_t, n.panels = c->panels;
+    c->lora_t = NULL, c->panels = NULL;
     lm_cache_free(c);
     *c = n;
 }
@@ -581,34 +585,89 @@ static void lora_decode(const struct lm_cache *c, int l, enum lora_target t, flo
 }
 
 // The bf16 mirror of weight w (a pointer into the f32 parameters).
-static const uint16_t *bf16_weight(const struct model *m, const float *w, size_t n)
+// The decoder's packed weights (blas.h panels), one per product weight, sorted by address: built
+// from the model at the first decode step (bf16 when the model has its bf16 mirror, i.e. after
+// model_use_bf16, from the already rounded f32 weights: the same values).
+struct lm_panels {
+    const struct model *m;
+    bool bf16;
+    int n;
+    struct pw { const float *w; struct panels p; } *e;
+};
+
+static int pw_cmp(const void *x, const void *y)
 {
-    ASSERT(w >= m->params_memory && w + n <= m->params_memory + m->cfg.num_params);
-    return model_bf16_at(m, w);
+    const float *a = ((const struct pw *)x)->w, *b = ((const struct pw *)y)->w;
+    return a < b ? -1 : a > b;
+}
+
+static void panels_drop(struct lm_panels *P)
+{
+    if (!P) return;
+    for (int i = 0; i < P->n; i++) panels_free(&P->e[i].p);
+    free(P->e);
+    free(P);
+}
+
+static const struct lm_panels *decode_panels(const struct model *m, struct lm_cache *c)
+{
+    bool bf16 = m->bf16_memory != NULL;
+    if (c->panels && c->panels->m == m && c->panels->bf16 == bf16) return c->panels;
+    panels_drop(c->panels);
+    const struct model_config *cfg = &m->cfg;
+    const struct model_params *p = &m->params;
+    int C = cfg->C, qd = cfg->NH * cfg->hs, kd = cfg->NKV * cfg->hs, FF = cfg->FF;
+    struct lm_panels *P = xcalloc(1, sizeof *P);
+    P->m = m, P->bf16 = bf16;
+    P->e = xmalloc(((size_t)7 * cfg->L + 1) * sizeof *P->e);
+    for (int l = 0; l < cfg->L; l++) {
+        const float *w[7] = {LP(p->qw, l, (size_t)qd * C), LP(p->kw, l, (size_t)kd * C), LP(p->vw, l, (size_t)kd * C),
+                             LP(p->ow, l, (size_t)C * qd), LP(p->gatew, l, (size_t)FF * C), LP(p->upw, l, (size_t)FF * C),
+                             LP(p->downw, l, (size_t)C * FF)};
+        const int N[7] = {qd, kd, kd, C, FF, FF, C}, K[7] = {C, C, C, qd, C, C, FF};
+        for (int i = 0; i < 7; i++) {
+            P->e[P->n].w = w[i];
+            panels_pack(&P->e[P->n++].p, w[i], N[i], K[i], bf16);
+        }
+    }
+    P->e[P->n].w = lm_head_weight(m);
+    panels_pack(&P->e[P->n++].p, lm_head_weight(m), cfg->V, C, bf16);
+    qsort(P->e, (size_t)P->n, sizeof *P->e, pw_cmp);
+    c->panels = P;
+    return P;
+}
+
+static const struct panels *panels_of(const struct lm_panels *P, const float *w)
+{
+    struct pw key = {.w = w};
+    const struct pw *e = bsearch(&key, P->e, (size_t)P->n, sizeof *P->e, pw_cmp);
+    ASSERT(e);
+    return &e->p;
 }
 
 // Products of one decode step that share their input (q, k, v; gate, up; or a single one) in one
-// parallel loop, from the bf16 mirror when the model has one (model_use_bf16). Always the
-// fixed-order dot kernel (blas.h sgemm_nt_parts), whatever B: a sequence's logits do not depend
+// parallel loop, on the packed weights (f32, or bf16 after model_use_bf16). Every element is one
+// multiply-add chain over k whatever B (blas.h sgemm_panels): a sequence's logits do not depend
 // on the sequences decoded beside it (issue 13).
-static void decode_matmuls(const struct model *m, const float *inp, int B, int C, int n, float *const *out,
-                           const float *const *w, const float *const *bias, const int *OC)
+static void decode_matmuls(const struct model *m, struct lm_cache *c, const float *inp, int B, int n,
+                           float *const *out, const float *const *w, const float *const *bias, const int *OC)
 {
-    struct gemm_nt_part part[3];
+    const struct lm_panels *P = decode_panels(m, c);
+    struct gemm_panel_part part[3];
     ASSERT(n <= 3);
     for (int i = 0; i < n; i++) {
         if (bias[i])
             for (int b = 0; b < B; b++) memcpy(out[i] + (size_t)b * OC[i], bias[i], (size_t)OC[i] * sizeof(float));
-        const void *wi = m->bf16_memory ? (const void *)bf16_weight(m, w[i], (size_t)OC[i] * C) : w[i];
-        part[i] = (struct gemm_nt_part){wi, OC[i], out[i], bias[i] ? 1.0f : 0.0f};
+        part[i] = (struct gemm_panel_part){panels_of(P, w[i]), out[i], bias[i] ? 1.0f : 0.0f};
+        ASSERT(part[i].W->N == OC[i]);
     }
-    sgemm_nt_parts(B, C, inp, C, part, n, m->bf16_memory != NULL);
+    sgemm_panels(B, inp, part[0].W->K, part, n);
 }
 
-static void decode_matmul(const struct model *m, float *out, const float *inp, const float *w,
-                          const float *bias, int B, int C, int OC)
+static void decode_matmul(const struct model *m, struct lm_cache *c, float *out, const float *inp, const float *w,
+                          const float *bias, int B, int OC)
 {
-    decode_matmuls(m, inp, B, C, 1, &out, &w, &bias, &OC);
+    decode_matmuls(m, c, inp, B, 1, &out, &w, &bias, &OC);
 }
 
 void lm_decode(const struct model *m, struct lm_cache *c, const int *token, const int *slot, int B,
@@ -634,7 +693,7 @@ void lm_decode(const struct model *m, struct lm_cache *c, const int *token, cons
                                        LP(p->vw, l, (size_t)kd * C)};
             const float *const bias[3] = {LP(p->qb, l, qd), LP(p->kb, l, kd), LP(p->vb, l, kd)};
             const int OC[3] = {qd, kd, kd};
-            decode_matmuls(m, c->ln, B, C, 3, out, w, bias, OC);
+            decode_matmuls(m, c, c->ln, B, 3, out, w, bias, OC);
         }
         lora_decode(c, l, LORA_Q, c->q, c->ln, B);
         lora_decode(c, l, LORA_K, c->kk, c->ln, B);
@@ -650,7 +709,7 @@ void lm_decode(const struct model *m, struct lm_cache *c, const int *token, cons
             memcpy(cache_at(c, c->v, cfg, l, slot[b], pos[b]), c->vv + (size_t)b * kd, (size_t)kd * sizeof(float));
         }
         attention_decode(c, cfg, l, slot, pos, B);
-        decode_matmul(m, c->tmp, c->att, LP(p->ow, l, (size_t)C * qd), LP(p->ob, l, C), B, qd, C);
+        decode_matmul(m, c, c->tmp, c->att, LP(p->ow, l, (size_t)C * qd), LP(p->ob, l, C), B, C);
         lora_decode(c, l, LORA_O, c->tmp, c->att, B);
         residual_forward(c->x, c->x, c->tmp, (size_t)B * C);
         rmsnorm_forward(c->ln, NULL, c->x, LP(p->ln2w, l, C), B, C, eps);
@@ -659,16 +718,16 @@ void lm_decode(const struct model *m, struct lm_cache *c, const int *token, cons
             const float *const w[2] = {LP(p->gatew, l, (size_t)FF * C), LP(p->upw, l, (size_t)FF * C)};
             const float *const bias[2] = {NULL, NULL};
             const int OC[2] = {FF, FF};
-            decode_matmuls(m, c->ln, B, C, 2, out, w, bias, OC);
+            decode_matmuls(m, c, c->ln, B, 2, out, w, bias, OC);
         }
         lora_decode(c, l, LORA_GATE, c->gate, c->ln, B);
         lora_decode(c, l, LORA_UP, c->up, c->ln, B);
         swiglu_forward(c->gate, c->gate, c->up, B, FF);
-        decode_matmul(m, c->tmp, c->gate, LP(p->downw, l, (size_t)C * FF), NULL, B, FF, C);
+        decode_matmul(m, c, c->tmp, c->gate, LP(p->downw, l, (size_t)C * FF), NULL, B, C);
         lora_decode(c, l, LORA_DOWN, c->tmp, c->gate, B);
         residual_forward(c->x, c->x, c->tmp, (size_t)B * C);
     }
     rmsnorm_forward(c->hN, NULL, c->x, p->normw, B, C, eps);
-    decode_matmul(m, logits, c->hN, lm_head_weight(m), NULL, B, C, cfg->V);
+    decode_matmul(m, c, logits, c->hN, lm_head_weight(m), NULL, B, cfg->V);
     for (int b = 0; b < B; b++) c->len[slot[b]]++;
 }

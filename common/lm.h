@@ -123,6 +123,8 @@ struct lm_cache {
     float *cos_tab, *sin_tab;
     const struct lora *lora; // borrowed; NULL unless lm_cache_set_lora
     float *lora_t;           // (slots, r) decode scratch
+    struct lm_panels *panels; // the model's product weights packed for decoding (lm.c), built at the
+                             // first lm_decode; freed with the cache
 };
 
 void lm_cache_init(struct lm_cache *c, const struct model_config *cfg, int slots, int T_max);

@@ -922,6 +922,83 @@ static void test_threads(void)
 
 // ----------------------------------------------------------------------------
 
+// sgemm_panels (blas.h): every row of C the same bits whatever M, the part grouping and the thread
+// count; the scalar fmaf chains equal the AVX2 ones bit for bit; within float rounding of a double
+// reference; N not a multiple of 16, K with no SIMD-friendly size, beta 0 and 1, f32 and bf16.
+static void test_panels(void)
+{
+    enum { K = 203, MMAX = 13 };
+    static const int Ns[2] = {37, 16};
+    float *A = fnew(MMAX * K), *W[2], *ref = fnew(MMAX * 37), *C = fnew(MMAX * 37), *C1 = fnew(37), *Cs = fnew(MMAX * 37);
+    fill(A, NULL, MMAX * K, 1.0);
+    int bad_rows = 0, bad_scalar = 0, bad_threads = 0;
+    double worst = 0;
+    for (int i = 0; i < 2; i++) W[i] = fnew((size_t)Ns[i] * K), fill(W[i], NULL, (size_t)Ns[i] * K, 1.0);
+    for (int bf16 = 0; bf16 < 2; bf16++)
+        for (int beta = 0; beta < 2; beta++) {
+            struct panels P;
+            panels_pack(&P, W[0], Ns[0], K, bf16);
+            blas_init(1);
+            fill(ref, NULL, MMAX * 37, 1.0);
+            float *init = fnew(MMAX * 37);
+            memcpy(init, ref, MMAX * 37 * sizeof(float));
+            struct gemm_panel_part part = {&P, ref, (float)beta};
+            sgemm_panels(MMAX, A, K, &part, 1);
+            for (int r = 0; r < MMAX; r++) {   // double reference on the (rounded) weights
+                for (int j = 0; j < 37; j++) {
+                    double s = beta ? init[r * 37 + j] : 0;
+                    for (int k = 0; k < K; k++) {
+                        float w = W[0][j * K + k];
+                        if (bf16) w = bf16_to_f32(f32_to_bf16(w));
+                        s += (double)A[r * K + k] * w;
+                    }
+                    worst = fmax(worst, fabs(s - ref[r * 37 + j]));
+                }
+                memcpy(C1, init + r * 37, 37 * sizeof(float));   // the row alone
+                struct gemm_panel_part one = {&P, C1, (float)beta};
+                sgemm_panels(1, A + r * K, K, &one, 1);
+                bad_rows += memcmp(C1, ref + r * 37, 37 * sizeof(float)) != 0;
+            }
+            for (int M = 2; M <= MMAX; M += 5) {   // any M: the first M rows
+                memcpy(C, init, MMAX * 37 * sizeof(float));
+                struct gemm_panel_part pm = {&P, C, (float)beta};
+                sgemm_panels(M, A, K, &pm, 1);
+                bad_rows += memcmp(C, ref, (size_t)M * 37 * sizeof(float)) != 0;
+            }
+            panels_force_scalar(true);
+            memcpy(Cs, init, MMAX * 37 * sizeof(float));
+            struct gemm_panel_part ps = {&P, Cs, (float)beta};
+            sgemm_panels(MMAX, A, K, &ps, 1);
+            panels_force_scalar(false);
+            bad_scalar += memcmp(Cs, ref, MMAX * 37 * sizeof(float)) != 0;
+            for (int t = 2; t <= 3; t++) {
+                blas_init(t);
+                memcpy(C, init, MMAX * 37 * sizeof(float));
+                struct gemm_panel_part pt = {&P, C, (float)beta};
+                sgemm_panels(MMAX, A, K, &pt, 1);
+                bad_threads += memcmp(C, ref, MMAX * 37 * sizeof(float)) != 0;
+            }
+            // two parts in one call: each as its own call
+            struct panels P2;
+            panels_pack(&P2, W[1], Ns[1], K, bf16);
+            float *D = fnew(MMAX * 16), *D1 = fnew(MMAX * 16);
+            memcpy(C, init, MMAX * 37 * sizeof(float));
+            struct gemm_panel_part two[2] = {{&P, C, (float)beta}, {&P2, D, 0.0f}};
+            sgemm_panels(MMAX, A, K, two, 2);
+            struct gemm_panel_part solo = {&P2, D1, 0.0f};
+            sgemm_panels(MMAX, A, K, &solo, 1);
+            bad_rows += memcmp(C, ref, MMAX * 37 * sizeof(float)) != 0 || memcmp(D, D1, MMAX * 16 * sizeof(float)) != 0;
+            free(D), free(D1), free(init);
+            panels_free(&P), panels_free(&P2);
+        }
+    blas_init(1);
+    CHECK_MSG(bad_rows == 0, "sgemm_panels: %d results depend on the rows or parts beside them", bad_rows);
+    CHECK_MSG(bad_scalar == 0, "sgemm_panels: the scalar chains differ from the AVX2 ones in %d cases", bad_scalar);
+    CHECK_MSG(bad_threads == 0, "sgemm_panels: %d results depend on the thread count", bad_threads);
+    CHECK_MSG(worst < 1e-4, "sgemm_panels: off the double reference by %g", worst);
+    free(A), free(ref), free(C), free(C1), free(Cs), free(W[0]), free(W[1]);
+}
+
 int main(int argc, char **argv)
 {
     tool_init(argv[0]);
@@ -933,6 +1010,7 @@ int main(int argc, char **argv)
     test_matmul();
     test_matmul_bf16();
     test_gemm_parts();
+    test_panels();
     test_rmsnorm();
     test_rope();
     test_attention();
