@@ -22,6 +22,7 @@ struct group {
     struct gen_sample *smp;       // (G)
     int32_t *tok;                 // (G, max_new_tokens)
     float *lp;                    // (G, max_new_tokens)
+    int *limit;                   // (G) completion lengths (cfg.length), or NULL
     int left;                     // samples still decoding (or not started)
     bool admitted;
 };
@@ -99,7 +100,7 @@ struct generator *generator_new(const struct model *m, const struct tokenizer *t
 
 static void group_free(struct group *q)
 {
-    free(q->id), free(q->prompt), free(q->smp), free(q->tok), free(q->lp);
+    free(q->id), free(q->prompt), free(q->smp), free(q->tok), free(q->lp), free(q->limit);
     free(q);
 }
 
@@ -150,6 +151,13 @@ void gen_submit(struct generator *g, const struct gen_prompt *p)
     q->lp = xmalloc((size_t)G * T * sizeof(float));
     for (int s = 0; s < G; s++) q->smp[s].tokens = q->tok + (size_t)s * T, q->smp[s].logprobs = q->lp + (size_t)s * T;
     q->left = G;
+    if (g->cfg.length) {
+        q->limit = xmalloc((size_t)G * sizeof(int));
+        for (int s = 0; s < G; s++) {
+            int L = g->cfg.length(g->cfg.length_ctx, q->id, s);
+            q->limit[s] = L < 1 ? 1 : L > g->cfg.max_new_tokens ? g->cfg.max_new_tokens : L;
+        }
+    }
     g->ring[(g->head + g->count++) % g->cap] = q;
 }
 
@@ -237,7 +245,7 @@ static bool finished(struct generator *g, struct group *q, int s)
         free(text);
         if (hit) { o->finish = GEN_FINISH_STOP; return true; }
     }
-    if (o->n >= g->cfg.max_new_tokens) { o->finish = GEN_FINISH_LENGTH; return true; }
+    if (o->n >= (q->limit ? q->limit[s] : g->cfg.max_new_tokens)) { o->finish = GEN_FINISH_LENGTH; return true; }
     return false;
 }
 

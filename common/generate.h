@@ -63,6 +63,11 @@ struct gen_config {
     int32_t eos[GEN_MAX_EOS];
     int nstop;                // stop strings, matched in the decoded completion (special tokens
     const char *stop[GEN_MAX_STOP];   // written out); borrowed for the generator's life
+    // Benchmarks only (bench/rollout.c): when set, sample s of the prompt with id `id` ends with
+    // finish "length" after length(ctx, id, s) tokens (at most max_new_tokens), replaying a
+    // measured length distribution on random weights. NULL in the tools.
+    int (*length)(void *ctx, const char *id, int sample);
+    void *length_ctx;
 };
 
 struct gen_prompt {
