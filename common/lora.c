@@ -239,11 +239,12 @@ void lora_save(const struct lora *lo, const char *dir, enum safetensors_dtype dt
     char step[32];
     snprintf(step, sizeof step, "%lld", lo->step);
     const char *meta[] = {"format", "pt", lo->step >= 0 ? "srlm_step" : NULL, step, NULL};
-    char *path = path_join(dir, "adapter_model.safetensors");
-    safetensors_write(path, e, lo->ntensors, dtype, meta);
+    // adapter_config.json first: the weights file marks the checkpoint (as in model_save)
     json_t *cj = adapter_config(lo);
     json_write_file(dir, "adapter_config.json", cj);
     json_decref(cj);
+    char *path = path_join(dir, "adapter_model.safetensors");
+    safetensors_write(path, e, lo->ntensors, dtype, meta);
     free(path);
     free(e);
 }

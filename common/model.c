@@ -558,14 +558,16 @@ void model_save(const struct model *m, const char *dir, enum safetensors_dtype d
     char step[32];
     snprintf(step, sizeof step, "%lld", m->step);
     const char *meta[] = {"srlm_step", step, NULL};
-    char *path = path_join(dir, "model.safetensors");
-    safetensors_write(path, e, n, dtype, m->step >= 0 ? meta : NULL);
+    // config.json first: the weights file is what marks a checkpoint as there (trainer.h), so a
+    // kill between the two writes must leave the config, not the weights, from the newer save.
     json_t *cj = json_deep_copy(c->json);
     const char *tname = dtype == SAFETENSORS_F32 ? "float32" : dtype == SAFETENSORS_BF16 ? "bfloat16" : "float16";
     json_object_set_new(cj, "torch_dtype", json_string(tname));
     if (json_object_get(cj, "dtype")) json_object_set_new(cj, "dtype", json_string(tname));
     json_write_file(dir, "config.json", cj);
     json_decref(cj);
+    char *path = path_join(dir, "model.safetensors");
+    safetensors_write(path, e, n, dtype, m->step >= 0 ? meta : NULL);
     free(path);
     free(e);
     free(t);

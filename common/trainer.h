@@ -60,7 +60,8 @@
 //                                         (f32), and with --save-dtype bf16 the f32 master weights
 //                                         "params.<tensor>" (so resuming stays exact)
 //   DIR/state-<s>/trainer_state.json      {"step", "data_pos", "epoch", "seed", "lr", "tool", ...}
-//   DIR/model.safetensors, config.json    the model (srlm_step = s), Hugging Face loadable
+//   DIR/config.json, model.safetensors    the model (srlm_step = s), Hugging Face loadable; the
+//                                         weights file last, as it marks the checkpoint
 //   DIR/tokenizer.json (+ friends)        copied from --model (first checkpoint only)
 //   then every other DIR/state-* is removed. A kill at any moment leaves a model whose step has
 //   its state directory. With LoRA, adapter_model.safetensors + adapter_config.json replace the

@@ -29,5 +29,14 @@ sft-step "${S[@]}" --out k --save-every 2 --resume -v ex.mp > k.mp 2> k.err
 grep -q "checkpoint-6 is newer" k.err && ok || bad "--resume did not take the newest checkpoint-<step>: $(grep -i resum k.err | head -2)"
 expect_same full/model.safetensors k/model.safetensors "--resume from checkpoint-6: the same weights as an uninterrupted run"
 expect_eq "$(to-json --no-frame k.mp | jq -c 'select(.kind == "metrics") | .step' | tr '\n' ' ')" "7 " "--resume from checkpoint-6 makes step 7 only"
+# killed inside the first checkpoint's write, after its run state and config.json but before the
+# weights file that marks it: --resume finds no checkpoint, starts from --model, and ends as an
+# uninterrupted run (config.json is written before the weights, so no state has weights without it)
+sft-step "${S[@]}" --out first --steps 2 --save-every 2 ex.mp > /dev/null
+[ "$(ls first/checkpoint-2/config.json first/state-2/trainer_state.json 2>/dev/null | wc -l)" = 2 ] && ok || bad "first: no checkpoint written"
+rm -rf first/checkpoint-2 first/model.safetensors first/generation_config.json
+sft-step "${S[@]}" --out first --resume -v ex.mp > /dev/null 2> first.err
+grep -q "no checkpoint in first" first.err && ok || bad "a checkpoint without its weights was resumed: $(head -c 300 first.err)"
+expect_same full/model.safetensors first/model.safetensors "--resume after a kill inside the first checkpoint: the uninterrupted run's weights"
 expect_rc 64 "--save-total-limit out of range" -- sft-step "${S[@]}" --out x --save-total-limit -1 ex.mp
 finish
