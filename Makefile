@@ -16,11 +16,11 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo 0.0.0)
 CC       ?= cc
 # -O2 without fast-math: golden values and PyTorch comparisons depend on IEEE semantics.
 CFLAGS   ?= -O2 -g -march=x86-64-v2
-CFLAGS   += -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter -MMD -MP -pthread -fopenmp
+CFLAGS   += -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter -MMD -MP -pthread -fopenmp-simd
 CPPFLAGS += -D_GNU_SOURCE -Icommon -DVERSION=\"$(VERSION)\"
 BLIS_LIBS    ?= -lblis
 MSGPACK_LIBS ?= $(shell pkg-config --libs msgpack-c 2>/dev/null || pkg-config --libs msgpack 2>/dev/null || echo -lmsgpackc)
-LDLIBS   += -fopenmp $(MSGPACK_LIBS) $(BLIS_LIBS) -lxxhash -lpcre2-8 -lutf8proc -ljansson -lz -lm -lpthread
+LDLIBS   += $(MSGPACK_LIBS) $(BLIS_LIBS) -lxxhash -lpcre2-8 -lutf8proc -ljansson -lz -lm -lpthread
 -include config.mk
 
 BIN = $(TOOLS:%=bin/%)

@@ -4,7 +4,6 @@
 #include <blis.h>
 #include <immintrin.h>
 #include <math.h>
-#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -51,8 +50,6 @@ void blas_init(int threads)
     // Every BLIS call runs on one thread (a per-call rntm_t); the pool spreads calls over the
     // cores. BLIS's own count stays 1 so that a stray call without a context cannot start a team.
     bli_thread_set_num_threads(1);
-    omp_set_num_threads(threads);   // the OpenMP loops not yet moved to the pool
-    omp_set_max_active_levels(1);
 }
 
 int blas_threads(void)
@@ -315,8 +312,7 @@ static void smallm_gemm_parts(int M, int K, float alpha, const float *A, int lda
     // chunks of at least 2^16 multiply-adds; the count depends on the shape only
     size_t per_blk = work / (size_t)J.nblk + 1;
     J.nchunks = pool_chunks((size_t)J.nblk, 65536 / per_blk + 1);
-    if (omp_in_parallel()) smallm_blocks(&J, 0, J.nblk);   // inside an OpenMP loop: one thread
-    else pool_for(J.nchunks, smallm_chunk, &J);
+    pool_for(J.nchunks, smallm_chunk, &J);
     free(Ap);
 }
 
@@ -381,21 +377,41 @@ static void gemm_chunk(void *p, int c)
     const float *a = J->ta == BLIS_TRANSPOSE ? J->A + i0 : J->A + (size_t)i0 * J->lda;
     const float *b = J->tb == BLIS_TRANSPOSE ? J->B + (size_t)j0 * J->ldb : J->B + j0;
     blis_one(J->ta, J->tb, m, n, J->K, J->alpha, a, J->lda, b, J->ldb, J->beta,
-             J->C + (size_t)i0 * J->ldc + j0, J->ldc, J->sup);
+             J->C + (size_t)i0 * J->ldc + j0, J->ldc, false);
 }
 
 static int ceil_div(long a, long b) { return (int)((a + b - 1) / b); }
 
-// The block grid of an (M, N, K) product: about one block per 16 MFLOP, at most 32, columns
-// split first (each block packs its own rows of A and columns of B: wide blocks pack A fewer
-// times); block widths are multiples of BLIS's 16-column and 6-row micro-tiles.
-static void gemm_blocks(struct gemm_job *J)
+// Products below this many FLOPs are one BLIS call, which may take BLIS's small-matrix ("sup")
+// path; bigger ones always take the native path. Why the split matters for bits: the native path
+// reduces every element of C over K in the same order (KC-blocks, each one register chain)
+// whatever the size of the block of C it is asked for, so a grid of native calls gives the bits of
+// one native call, at any grid; the sup kernels are chosen by shape and may reduce in another order.
+#define GEMM_SMALL_FLOPS 16e6
+// Blocks per compute thread: more blocks balance better when a thread is descheduled, but every
+// block packs its own panels of A and B (measured on the small shape's training step, 2 threads:
+// 2 per thread matched BLIS's own threading, 4 per thread lost 4%; docs/performance.md).
+#define GEMM_BLOCKS_PER_THREAD 2
+
+// The block grid of an (M, N, K) product on `threads` threads: about GEMM_BLOCKS_PER_THREAD blocks
+// per thread, none below GEMM_SMALL_FLOPS, split into nm row blocks × nn column blocks so that the
+// panels packed in all (each block packs its rows of A and its columns of B: nm·|B| + nn·|A|)
+// are fewest; block sizes are multiples of BLIS's 6-row and 16-column micro-tiles. The grid may
+// depend on the thread count: native calls give the same bits at any grid (above).
+static void gemm_blocks(struct gemm_job *J, int threads)
 {
     double flops = 2.0 * J->M * (double)J->N * J->K;
-    int T = flops < 16e6 ? 1 : flops > 32 * 16e6 ? 32 : (int)(flops / 16e6);
-    int nn = T < ceil_div(J->N, 128) ? T : ceil_div(J->N, 128);
-    int nm = ceil_div(T, nn);
-    if (nm > ceil_div(J->M, 96)) nm = ceil_div(J->M, 96);
+    int T = GEMM_BLOCKS_PER_THREAD * threads;
+    if (flops < T * GEMM_SMALL_FLOPS) T = flops < GEMM_SMALL_FLOPS ? 1 : (int)(flops / GEMM_SMALL_FLOPS);
+    int nn = 1, nm = T;
+    double best = -1;
+    for (int a = 1; a <= T; a++) {
+        int b = ceil_div(T, a);
+        if (a > 1 && a > ceil_div(J->N, 64)) break;
+        if (b > 1 && b > ceil_div(J->M, 48)) continue;
+        double cost = (double)b * J->N + (double)a * J->M;
+        if (best < 0 || cost < best) best = cost, nn = a, nm = b;
+    }
     J->nb = ceil_div(ceil_div(J->N, nn), 16) * 16;
     J->mb = ceil_div(ceil_div(J->M, nm), 6) * 6;
     J->nn = ceil_div(J->N, J->nb);
@@ -406,12 +422,13 @@ static void gemm_pool(bool trans_a, bool trans_b, int M, int N, int K, float alp
 {
     trans_t ta = trans_a ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE;
     trans_t tb = trans_b ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE;
-    struct gemm_job J = {ta, tb, M, N, K, 1, M, N, alpha, beta, A, B, C, lda, ldb, ldc, sup};
-    if (pool_in_task() || pool_threads() == 1 || omp_in_parallel()) {
-        blis_one(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, sup);
+    bool small = 2.0 * M * (double)N * K < GEMM_SMALL_FLOPS;
+    if (small || pool_in_task() || pool_threads() == 1) {
+        blis_one(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, sup && small);
         return;
     }
-    gemm_blocks(&J);
+    struct gemm_job J = {ta, tb, M, N, K, 1, M, N, alpha, beta, A, B, C, lda, ldb, ldc, false};
+    gemm_blocks(&J, pool_threads());
     pool_for(J.nn * ceil_div(M, J.mb), gemm_chunk, &J);
 }
 

@@ -19,11 +19,13 @@
 // - sgemm_rm is a row-major wrapper over bli_sgemm: C(M,N) = alpha·op(A)·op(B) + beta·C, each
 //   matrix given by its pointer and row stride (ld, in floats; column stride 1). op(X) = Xᵀ when the
 //   trans flag is set, and then X is stored (K, M) resp. (N, K). Transposed operands cost nothing:
-//   BLIS packs through the strides. A big product is cut into a grid of blocks of C that depends
-//   on the shape only, each one single-threaded BLIS call, taken by the pool's threads as they
-//   come free (BLIS's own threads split statically and wait for the slowest: issue 17). No block
-//   splits K, and the grid does not depend on the thread count, so results are bitwise the same
-//   at every thread count. Called from inside a pool chunk it is one BLIS call on that thread.
+//   BLIS packs through the strides. A product under 16 MFLOP is one BLIS call (which may take
+//   BLIS's small-matrix path); a bigger one is cut into a grid of blocks of C, about two per
+//   thread, each one single-threaded call of BLIS's native path, taken by the pool's threads as
+//   they come free (BLIS's own threads split statically and wait for the slowest: issue 17). The
+//   native path reduces each element over K in the same order whatever block it is asked for and
+//   no block splits K, so results are bitwise the same at every grid and thread count. Called from
+//   inside a pool chunk it is one BLIS call on that thread.
 //   One exception: A·Bᵀ with at most 8 rows of A on an AVX2+FMA CPU goes to srlm's own dot
 //   kernel, which streams B once (BLIS packs B for every call and is tuned for many rows);
 //   SRLM_NO_SMALLM=1 turns that off.

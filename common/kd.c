@@ -2,6 +2,7 @@
 #include "kd.h"
 #include "lm.h"
 #include "nn.h"
+#include "pool.h"
 #include "util.h"
 
 #include <math.h>
@@ -82,14 +83,40 @@ double kd_divergence(const struct kd_config *c, const float *sl, const float *tl
     return D;
 }
 
+struct kd_job {
+    const struct kd_config *c;
+    const float *sl, *tl;
+    float *dsl;
+    double tscale, scale;
+    double *part;
+    int M, K, nchunks;
+};
+
+static void kd_chunk(void *ctx, int i)
+{
+    const struct kd_job *J = ctx;
+    size_t lo, hi;
+    pool_range((size_t)J->M, J->nchunks, i, &lo, &hi);
+    double sum = 0.0;
+    for (size_t m = lo; m < hi; m++)
+        sum += kd_divergence(J->c, J->sl + m * J->K, J->tl + m * J->K, J->K, J->tscale,
+                             J->dsl ? J->dsl + m * J->K : NULL, J->scale);
+    J->part[i] = sum;
+}
+
+// Rows in chunks on the pool; the chunks depend on M and K only and their sums are added in chunk
+// order, so the loss has the same bits at every thread count.
 double kd_loss(const struct kd_config *c, const float *sl, const float *tl, int M, int K,
                double tscale, float *dsl, double scale)
 {
+    double part[64];   // pool_chunks returns at most 64
+    int nc = pool_chunks((size_t)M * K, 8192);
+    if (nc > M) nc = M > 0 ? M : 1;
+    struct kd_job J = {c, sl, tl, dsl, tscale, scale, part, M, K, nc};
+    pool_for(nc, kd_chunk, &J);
     double sum = 0.0;
-    #pragma omp parallel for schedule(static) reduction(+:sum)
-    for (int m = 0; m < M; m++)
-        sum += kd_divergence(c, sl + (size_t)m * K, tl + (size_t)m * K, K, tscale,
-                             dsl ? dsl + (size_t)m * K : NULL, scale);
+    for (int i = 0; i < nc; i++)
+        sum += part[i];
     return sum;
 }
 

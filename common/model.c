@@ -1,6 +1,7 @@
 // model.c — see model.h for the contract.
 #include "model.h"
 #include "json.h"
+#include "pool.h"
 #include "runstate.h"
 #include "util.h"
 
@@ -429,18 +430,26 @@ static uint64_t splitmix64(uint64_t x)
 
 // Box-Muller over two independent 53-bit uniforms gives the normals of elements 2k and 2k+1
 // (cosine and sine branch); u1 in (0, 1] keeps the log finite.
+struct init_job { float *x; size_t n; uint64_t key; double std; };
+
+static void init_normal_range(void *ctx, size_t b, size_t e)
+{
+    const struct init_job *J = ctx;
+    for (size_t k = b; k < e; k++) {
+        uint64_t i = 2 * k;
+        double u1 = ((double)(splitmix64(J->key + 2 * k) >> 11) + 1.0) * 0x1p-53;
+        double u2 = (double)(splitmix64(J->key + 2 * k + 1) >> 11) * 0x1p-53;
+        double r = sqrt(-2.0 * log(u1)), a = 2.0 * M_PI * u2;
+        J->x[i] = (float)(J->std * r * cos(a));
+        if (i + 1 < J->n) J->x[i + 1] = (float)(J->std * r * sin(a));
+    }
+}
+
 static void init_normal(float *x, size_t n, uint64_t key, double std)
 {
     // Each element is a function of its index only, so threads cannot change the result.
-    #pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t k = 0; k < (n + 1) / 2; k++) {
-        uint64_t i = 2 * k;
-        double u1 = ((double)(splitmix64(key + 2 * k) >> 11) + 1.0) * 0x1p-53;
-        double u2 = (double)(splitmix64(key + 2 * k + 1) >> 11) * 0x1p-53;
-        double r = sqrt(-2.0 * log(u1)), a = 2.0 * M_PI * u2;
-        x[i] = (float)(std * r * cos(a));
-        if (i + 1 < n) x[i + 1] = (float)(std * r * sin(a));
-    }
+    struct init_job J = {x, n, key, std};
+    pool_for_range((n + 1) / 2, 1, 32768, init_normal_range, &J);
 }
 
 void model_init_random(struct model *m, uint64_t seed)
@@ -466,15 +475,21 @@ void model_round(struct model *m, enum safetensors_dtype dtype)
              : dtype == SAFETENSORS_F16 ? f16_to_f32(f32_to_f16(x[i])) : x[i];
 }
 
+struct bf16_job { const float *x; uint16_t *h; };
+
+static void to_bf16_range(void *ctx, size_t b, size_t e)
+{
+    const struct bf16_job *J = ctx;
+    for (size_t i = b; i < e; i++)
+        J->h[i] = f32_to_bf16(J->x[i]);
+}
+
 void model_use_bf16(struct model *m)
 {
     model_round(m, SAFETENSORS_BF16);
     if (!m->bf16_memory) m->bf16_memory = xmalloc(m->cfg.num_params * sizeof *m->bf16_memory);
-    const float *x = m->params_memory;
-    uint16_t *h = m->bf16_memory;
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < m->cfg.num_params; i++)
-        h[i] = f32_to_bf16(x[i]);
+    struct bf16_job J = {m->params_memory, m->bf16_memory};
+    pool_for_range(m->cfg.num_params, 1, 65536, to_bf16_range, &J);
 }
 
 uint64_t model_hash(const struct model *m)

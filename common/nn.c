@@ -4,10 +4,10 @@
 #include <float.h>
 #include <stdint.h>
 #include <math.h>
-#include <omp.h>
 #include <string.h>
 
 #include "blas.h"
+#include "pool.h"
 #include "util.h"
 
 // Column blocks for the reductions over tokens (dbias, dweight of RMSNorm, dwte): each thread owns
@@ -17,11 +17,15 @@
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
-// Element-wise loops open a parallel region only above this many elements: a decode step (one
-// row per sequence) has ~15 such loops per layer, and waking the other thread for each (a futex
-// round trip under OMP_WAIT_POLICY=PASSIVE) cost more than the loop. Row-wise results do not
-// depend on the thread count either way.
-#define PAR_MIN_WORK 32768
+// The loops run on the compute pool (pool.h) in contiguous ranges of rows, elements or column
+// blocks, each range at least PAR_MIN_WORK elements of work: a decode step (one row per sequence)
+// has ~15 such loops per layer, and waking the other threads for each cost more than the loop, so
+// below 2·PAR_MIN_WORK a loop runs on the calling thread alone. Every result element is written by
+// one range in a fixed order, so nothing depends on the thread count or on who ran which range.
+#define PAR_MIN_WORK 16384
+
+// Column blocks of C columns over N rows: blocks [b, e) of COL_BLOCK columns.
+static inline int col_blocks(int C) { return (C + COL_BLOCK - 1) / COL_BLOCK; }
 
 // ----------------------------------------------------------------------------
 // vectorised row helpers
@@ -115,6 +119,22 @@ void nn_positions(int *pos, const int *cu_seqlens, int nseq)
 // ----------------------------------------------------------------------------
 // linear layer
 
+struct fill_job { float *out; const float *row; size_t len; };
+
+static void fill_range(void *ctx, size_t b, size_t e)
+{
+    const struct fill_job *J = ctx;
+    for (size_t n = b; n < e; n++)
+        memcpy(J->out + n * J->len, J->row, J->len * sizeof(float));
+}
+
+// out[n] = row for n < N (rows of len floats)
+static void fill_rows(float *out, const float *row, int N, int len)
+{
+    struct fill_job J = {out, row, (size_t)len};
+    pool_for_range((size_t)N, (size_t)len, PAR_MIN_WORK, fill_range, &J);
+}
+
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int C, int OC)
 {
@@ -122,9 +142,7 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
     float beta = 0.0f;
     if (bias) {
         // Pre-fill with the bias and let the sgemm add onto it (beta = 1): one pass over out.
-        #pragma omp parallel for schedule(static) if ((size_t)N * OC >= PAR_MIN_WORK)
-        for (int n = 0; n < N; n++)
-            memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
+        fill_rows(out, bias, N, OC);
         beta = 1.0f;
     }
     // out(N,OC) = inp(N,C) · weight(OC,C)ᵀ
@@ -136,9 +154,35 @@ void matmul_forward_bf16(float *out, const float *inp, const uint16_t *weight, c
 {
     ASSERT(N >= 0 && C > 0 && OC > 0);
     if (bias)
-        for (int n = 0; n < N; n++)
-            memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
+        fill_rows(out, bias, N, OC);
     sgemm_bf16_nt(N, OC, C, inp, C, weight, C, bias ? 1.0f : 0.0f, out, OC);
+}
+
+// dst[j] += Σ_n a[n][j] (· x[n][j] · r[n] when x is set: RMSNorm's dweight), for the column
+// blocks [b, e), the rows added in order n = 0..N-1.
+struct colsum_job { float *dst; const float *a, *x, *r; int N, C; };
+
+static void colsum_range(void *ctx, size_t b, size_t e)
+{
+    const struct colsum_job *J = ctx;
+    for (int j0 = (int)b * COL_BLOCK; j0 < (int)e * COL_BLOCK && j0 < J->C; j0 += COL_BLOCK) {
+        int j1 = imin(j0 + COL_BLOCK, J->C);
+        float acc[COL_BLOCK] = {0};
+        for (int n = 0; n < J->N; n++) {
+            const float *row = J->a + (size_t)n * J->C;
+            if (J->x) {
+                const float *x = J->x + (size_t)n * J->C;
+                float r = J->r[n];
+                for (int j = j0; j < j1; j++)
+                    acc[j - j0] += row[j] * x[j] * r;
+            } else {
+                for (int j = j0; j < j1; j++)
+                    acc[j - j0] += row[j];
+            }
+        }
+        for (int j = j0; j < j1; j++)
+            J->dst[j] += acc[j - j0];
+    }
 }
 
 // dinp_beta: 1 accumulates into dinp, 0 overwrites it (matmul_backward_set_dinp)
@@ -156,18 +200,8 @@ static void matmul_backward_beta(float *dinp, float dinp_beta, float *dweight, f
         sgemm_rm(true, false, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
     // dbias(OC) += Σ_n dout[n]
     if (dbias) {
-        #pragma omp parallel for schedule(static)
-        for (int j0 = 0; j0 < OC; j0 += COL_BLOCK) {
-            int j1 = imin(j0 + COL_BLOCK, OC);
-            float acc[COL_BLOCK] = {0};
-            for (int n = 0; n < N; n++) {
-                const float *row = dout + (size_t)n * OC;
-                for (int j = j0; j < j1; j++)
-                    acc[j - j0] += row[j];
-            }
-            for (int j = j0; j < j1; j++)
-                dbias[j] += acc[j - j0];
-        }
+        struct colsum_job J = {dbias, dout, NULL, NULL, N, OC};
+        pool_for_range((size_t)col_blocks(OC), (size_t)N * COL_BLOCK, PAR_MIN_WORK, colsum_range, &J);
     }
 }
 
@@ -186,24 +220,64 @@ void matmul_backward_set_dinp(float *dinp, float *dweight, float *dbias, const f
 // ----------------------------------------------------------------------------
 // RMSNorm
 
-void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight,
-                     int N, int C, float eps)
+struct rmsnorm_job {
+    float *out, *rstd, *dinp, *dweight;
+    const float *inp, *weight, *dout, *rs;
+    int N, C;
+    float eps;
+    bool set;
+};
+
+static void rmsnorm_forward_range(void *ctx, size_t b, size_t e)
 {
-    ASSERT(N >= 0 && C > 0);
-    #pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN_WORK)
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        float *y = out + (size_t)n * C;
+    const struct rmsnorm_job *J = ctx;
+    const float *weight = J->weight;
+    int C = J->C;
+    for (size_t n = b; n < e; n++) {
+        const float *x = J->inp + n * C;
+        float *y = J->out + n * C;
         // variance = x.pow(2).mean(-1) in f32 in HF; summed in double here so the result does not
         // drift with C (4096-wide rows lose ~3 digits in a naive f32 sum).
         double ss = 0.0;
         for (int i = 0; i < C; i++)
             ss += (double)x[i] * x[i];
-        float r = (float)(1.0 / sqrt(ss / C + (double)eps));
+        float r = (float)(1.0 / sqrt(ss / C + (double)J->eps));
         for (int i = 0; i < C; i++)
             y[i] = x[i] * r * weight[i];
-        if (rstd)
-            rstd[n] = r;
+        if (J->rstd)
+            J->rstd[n] = r;
+    }
+}
+
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight,
+                     int N, int C, float eps)
+{
+    ASSERT(N >= 0 && C > 0);
+    struct rmsnorm_job J = {.out = out, .rstd = rstd, .inp = inp, .weight = weight, .N = N, .C = C, .eps = eps};
+    pool_for_range((size_t)N, (size_t)C, PAR_MIN_WORK, rmsnorm_forward_range, &J);
+}
+
+// forward: y_i = w_i x_i r,  r = (Σ_j x_j²/C + eps)^(-1/2),  ∂r/∂x_k = -r³ x_k / C
+// dx_k = r w_k dy_k - (r³/C) x_k Σ_i w_i dy_i x_i
+static void rmsnorm_dinp_range(void *ctx, size_t b, size_t e)
+{
+    const struct rmsnorm_job *J = ctx;
+    const float *weight = J->weight;
+    int C = J->C;
+    for (size_t n = b; n < e; n++) {
+        const float *x = J->inp + n * C, *dy = J->dout + n * C;
+        float *dx = J->dinp + n * C;
+        float r = J->rs[n];
+        double dot = 0.0;
+        for (int i = 0; i < C; i++)
+            dot += (double)weight[i] * dy[i] * x[i];
+        float coef = (float)((double)r * r * r * dot / C);
+        if (J->set)
+            for (int i = 0; i < C; i++)
+                dx[i] = r * weight[i] * dy[i] - coef * x[i];
+        else
+            for (int i = 0; i < C; i++)
+                dx[i] += r * weight[i] * dy[i] - coef * x[i];
     }
 }
 
@@ -211,41 +285,15 @@ static void rmsnorm_backward_mode(float *dinp, bool set, float *dweight, const f
                                   const float *inp, const float *weight, const float *rstd, int N, int C)
 {
     ASSERT(N >= 0 && C > 0);
-    // forward: y_i = w_i x_i r,  r = (Σ_j x_j²/C + eps)^(-1/2),  ∂r/∂x_k = -r³ x_k / C
-    // dx_k = r w_k dy_k - (r³/C) x_k Σ_i w_i dy_i x_i
     if (dinp) {
-        #pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
-            float *dx = dinp + (size_t)n * C;
-            float r = rstd[n];
-            double dot = 0.0;
-            for (int i = 0; i < C; i++)
-                dot += (double)weight[i] * dy[i] * x[i];
-            float coef = (float)((double)r * r * r * dot / C);
-            if (set)
-                for (int i = 0; i < C; i++)
-                    dx[i] = r * weight[i] * dy[i] - coef * x[i];
-            else
-                for (int i = 0; i < C; i++)
-                    dx[i] += r * weight[i] * dy[i] - coef * x[i];
-        }
+        struct rmsnorm_job J = {.dinp = dinp, .inp = inp, .weight = weight, .dout = dout, .rs = rstd,
+                                .N = N, .C = C, .set = set};
+        pool_for_range((size_t)N, (size_t)C, PAR_MIN_WORK, rmsnorm_dinp_range, &J);
     }
     // dw_i += Σ_n dy_ni x_ni r_n
     if (dweight) {
-        #pragma omp parallel for schedule(static)
-        for (int j0 = 0; j0 < C; j0 += COL_BLOCK) {
-            int j1 = imin(j0 + COL_BLOCK, C);
-            float acc[COL_BLOCK] = {0};
-            for (int n = 0; n < N; n++) {
-                const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
-                float r = rstd[n];
-                for (int j = j0; j < j1; j++)
-                    acc[j - j0] += dy[j] * x[j] * r;
-            }
-            for (int j = j0; j < j1; j++)
-                dweight[j] += acc[j - j0];
-        }
+        struct colsum_job J = {dweight, dout, inp, rstd, N, C};
+        pool_for_range((size_t)col_blocks(C), (size_t)N * COL_BLOCK, PAR_MIN_WORK, colsum_range, &J);
     }
 }
 
@@ -310,14 +358,22 @@ void rope_tables(float *cos_tab, float *sin_tab, const float *inv_freq, int max_
         }
 }
 
-void rope_forward(float *out, const float *inp, const float *cos_tab, const float *sin_tab,
-                  const int *pos, int N, int nh, int hs)
+struct rope_job {
+    float *out;
+    const float *inp, *cos_tab, *sin_tab;
+    const int *pos;
+    int nh, hs;
+};
+
+static void rope_forward_range(void *ctx, size_t b, size_t e)
 {
-    ASSERT(N >= 0 && nh > 0 && hs > 0 && hs % 2 == 0);
-    int half = hs / 2;
+    const struct rope_job *J = ctx;
+    const float *inp = J->inp, *cos_tab = J->cos_tab, *sin_tab = J->sin_tab;
+    float *out = J->out;
+    const int *pos = J->pos;
+    int nh = J->nh, hs = J->hs, half = hs / 2;
     // q_embed = q * cos + rotate_half(q) * sin, rotate_half(x) = cat(-x2, x1)
-    #pragma omp parallel for schedule(static) if ((size_t)N * nh * hs >= PAR_MIN_WORK)
-    for (int n = 0; n < N; n++) {
+    for (size_t n = b; n < e; n++) {
         const float *c = cos_tab + (size_t)pos[n] * half, *s = sin_tab + (size_t)pos[n] * half;
         for (int h = 0; h < nh; h++) {
             const float *x = inp + ((size_t)n * nh + h) * hs;
@@ -331,15 +387,25 @@ void rope_forward(float *out, const float *inp, const float *cos_tab, const floa
     }
 }
 
-void rope_backward(float *dinp, const float *dout, const float *cos_tab, const float *sin_tab,
-                   const int *pos, int N, int nh, int hs)
+void rope_forward(float *out, const float *inp, const float *cos_tab, const float *sin_tab,
+                  const int *pos, int N, int nh, int hs)
 {
     ASSERT(N >= 0 && nh > 0 && hs > 0 && hs % 2 == 0);
-    int half = hs / 2;
+    struct rope_job J = {out, inp, cos_tab, sin_tab, pos, nh, hs};
+    pool_for_range((size_t)N, (size_t)nh * hs, PAR_MIN_WORK, rope_forward_range, &J);
+}
+
+// (J->out is dinp, J->inp is dout)
+static void rope_backward_range(void *ctx, size_t b, size_t e)
+{
+    const struct rope_job *J = ctx;
+    const float *dout = J->inp, *cos_tab = J->cos_tab, *sin_tab = J->sin_tab;
+    float *dinp = J->out;
+    const int *pos = J->pos;
+    int nh = J->nh, hs = J->hs, half = hs / 2;
     bool inplace = dinp == dout;
     // forward per pair: [y1; y2] = [c -s; s c] [x1; x2], so [dx1; dx2] = [c s; -s c] [dy1; dy2]
-    #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
+    for (size_t n = b; n < e; n++) {
         const float *c = cos_tab + (size_t)pos[n] * half, *s = sin_tab + (size_t)pos[n] * half;
         for (int h = 0; h < nh; h++) {
             const float *dy = dout + ((size_t)n * nh + h) * hs;
@@ -360,6 +426,14 @@ void rope_backward(float *dinp, const float *dout, const float *cos_tab, const f
     }
 }
 
+void rope_backward(float *dinp, const float *dout, const float *cos_tab, const float *sin_tab,
+                   const int *pos, int N, int nh, int hs)
+{
+    ASSERT(N >= 0 && nh > 0 && hs > 0 && hs % 2 == 0);
+    struct rope_job J = {dinp, dout, cos_tab, sin_tab, pos, nh, hs};
+    pool_for_range((size_t)N, (size_t)nh * hs, PAR_MIN_WORK, rope_backward_range, &J);
+}
+
 // ----------------------------------------------------------------------------
 // attention
 //
@@ -370,9 +444,10 @@ void rope_backward(float *dinp, const float *dout, const float *cos_tab, const f
 // out_blk = P·V[0:nk]. Scores right of the diagonal are computed and then zeroed: at most half of
 // one ATTN_BLOCK-wide diagonal block is wasted per block row.
 //
-// The tasks are handed out with schedule(dynamic): each task writes only its own rows of out/lse
-// (forward) or its own dq rows and dk/dv rows (backward, one task per key/value head), and runs its
-// sgemms single-threaded, so the result does not depend on which thread ran it.
+// The tasks are the pool's chunks (one each, taken in any order): each task writes only its own rows
+// of out/lse (forward) or its own dq rows and dk/dv rows (backward, one task per key/value head),
+// and runs its sgemms single-threaded (nested in a chunk), so the result does not depend on which
+// thread ran it.
 
 static int max_seqlen(const int *cu_seqlens, int nseq, int N)
 {
@@ -393,13 +468,27 @@ size_t attention_scratch_size(int T_max, int threads)
     return (size_t)threads * 2 * ATTN_BLOCK * (size_t)T_max;
 }
 
-// This thread's slice of the scratch: split by the actual team size.
+// This thread's slice of the scratch: split by the pool's size.
 static float *thread_scratch(float *scratch, size_t scratch_size, size_t need)
 {
-    size_t per = scratch_size / (size_t)omp_get_num_threads();
+    size_t per = scratch_size / (size_t)pool_threads();
     ASSERT(per >= need);
-    return scratch + per * (size_t)omp_get_thread_num();
+    return scratch + per * (size_t)pool_thread_id();
 }
+
+struct attn_job {
+    float *out, *lse;                      // forward
+    float *dq, *dk, *dv;                   // backward
+    const float *dout, *o, *l;
+    const float *q, *k, *v;
+    const int *cu_seqlens;
+    int NH, NKV, hs, T_max;
+    float *scratch;
+    size_t scratch_size;
+};
+
+static void attention_forward_task(void *ctx, int task);
+static void attention_backward_task(void *ctx, int task);
 
 void attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                        const int *cu_seqlens, int nseq, int N, int NH, int NKV, int hs,
@@ -409,41 +498,47 @@ void attention_forward(float *out, float *lse, const float *q, const float *k, c
     int T_max = max_seqlen(cu_seqlens, nseq, N);
     if (T_max == 0)
         return;
+    struct attn_job J = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .cu_seqlens = cu_seqlens,
+                         .NH = NH, .NKV = NKV, .hs = hs, .T_max = T_max, .scratch = scratch,
+                         .scratch_size = scratch_size};
+    pool_for(nseq * NH, attention_forward_task, &J);
+}
+
+static void attention_forward_task(void *ctx, int task)
+{
+    const struct attn_job *J = ctx;
+    int NH = J->NH, NKV = J->NKV, hs = J->hs, T_max = J->T_max;
+    const int *cu_seqlens = J->cu_seqlens;
+    const float *q = J->q, *k = J->k, *v = J->v;
+    float *out = J->out, *lse = J->lse;
     int G = NH / NKV;                         // query heads per key/value head (repeat_kv)
     int ldq = NH * hs, ldk = NKV * hs;
     float scale = 1.0f / sqrtf((float)hs);    // HF: self.scaling = head_dim ** -0.5
-    int ntask = nseq * NH;
-    #pragma omp parallel
-    {
-        float *S = thread_scratch(scratch, scratch_size, (size_t)ATTN_BLOCK * T_max);
-        #pragma omp for schedule(dynamic, 1)
-        for (int task = 0; task < ntask; task++) {
-            int s = task / NH, h = task % NH, hk = h / G;
-            int t0 = cu_seqlens[s], T = cu_seqlens[s + 1] - t0;
-            const float *qs = q + (size_t)t0 * ldq + (size_t)h * hs;
-            const float *ks = k + (size_t)t0 * ldk + (size_t)hk * hs;
-            const float *vs = v + (size_t)t0 * ldk + (size_t)hk * hs;
-            float *os = out + (size_t)t0 * ldq + (size_t)h * hs;
-            for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK) {
-                int nb = imin(ATTN_BLOCK, T - i0), nk = i0 + nb;
-                // S(nb,nk) = scale · Q_blk(nb,hs) · K(nk,hs)ᵀ
-                sgemm_rm(false, true, nb, nk, hs, scale, qs + (size_t)i0 * ldq, ldq, ks, ldk,
-                         0.0f, S, nk);
-                for (int r = 0; r < nb; r++) {
-                    float *row = S + (size_t)r * nk;
-                    int last = i0 + r;                      // causal: keys 0..last
-                    float mx = vec_max(row, last + 1);
-                    float sum = vec_exp_sum(row, last + 1, mx);
-                    vec_scale(row, last + 1, 1.0f / sum);
-                    for (int j = last + 1; j < nk; j++)
-                        row[j] = 0.0f;
-                    lse[(size_t)(t0 + last) * NH + h] = mx + logf(sum);
-                }
-                // out_blk(nb,hs) = P(nb,nk) · V(nk,hs)
-                sgemm_rm(false, false, nb, hs, nk, 1.0f, S, nk, vs, ldk, 0.0f,
-                         os + (size_t)i0 * ldq, ldq);
-            }
+    float *S = thread_scratch(J->scratch, J->scratch_size, (size_t)ATTN_BLOCK * T_max);
+    int s = task / NH, h = task % NH, hk = h / G;
+    int t0 = cu_seqlens[s], T = cu_seqlens[s + 1] - t0;
+    const float *qs = q + (size_t)t0 * ldq + (size_t)h * hs;
+    const float *ks = k + (size_t)t0 * ldk + (size_t)hk * hs;
+    const float *vs = v + (size_t)t0 * ldk + (size_t)hk * hs;
+    float *os = out + (size_t)t0 * ldq + (size_t)h * hs;
+    for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK) {
+        int nb = imin(ATTN_BLOCK, T - i0), nk = i0 + nb;
+        // S(nb,nk) = scale · Q_blk(nb,hs) · K(nk,hs)ᵀ
+        sgemm_rm(false, true, nb, nk, hs, scale, qs + (size_t)i0 * ldq, ldq, ks, ldk,
+                 0.0f, S, nk);
+        for (int r = 0; r < nb; r++) {
+            float *row = S + (size_t)r * nk;
+            int last = i0 + r;                      // causal: keys 0..last
+            float mx = vec_max(row, last + 1);
+            float sum = vec_exp_sum(row, last + 1, mx);
+            vec_scale(row, last + 1, 1.0f / sum);
+            for (int j = last + 1; j < nk; j++)
+                row[j] = 0.0f;
+            lse[(size_t)(t0 + last) * NH + h] = mx + logf(sum);
         }
+        // out_blk(nb,hs) = P(nb,nk) · V(nk,hs)
+        sgemm_rm(false, false, nb, hs, nk, 1.0f, S, nk, vs, ldk, 0.0f,
+                 os + (size_t)i0 * ldq, ldq);
     }
 }
 
@@ -457,65 +552,71 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout,
     int T_max = max_seqlen(cu_seqlens, nseq, N);
     if (T_max == 0 || (!dq && !dk && !dv))
         return;
+    // One task per (sequence, key/value head): it owns dk/dv of that head and dq of its G query
+    // heads, so the += of the sgemms need no synchronisation.
+    struct attn_job J = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .o = out, .l = lse, .q = q, .k = k,
+                         .v = v, .cu_seqlens = cu_seqlens, .NH = NH, .NKV = NKV, .hs = hs,
+                         .T_max = T_max, .scratch = scratch, .scratch_size = scratch_size};
+    pool_for(nseq * NKV, attention_backward_task, &J);
+}
+
+static void attention_backward_task(void *ctx, int task)
+{
+    const struct attn_job *J = ctx;
+    int NH = J->NH, NKV = J->NKV, hs = J->hs, T_max = J->T_max;
+    const int *cu_seqlens = J->cu_seqlens;
+    const float *q = J->q, *k = J->k, *v = J->v, *dout = J->dout, *out = J->o, *lse = J->l;
+    float *dq = J->dq, *dk = J->dk, *dv = J->dv;
     int G = NH / NKV;
     int ldq = NH * hs, ldk = NKV * hs;
     float scale = 1.0f / sqrtf((float)hs);
-    // One task per (sequence, key/value head): it owns dk/dv of that head and dq of its G query
-    // heads, so the += of the sgemms need no synchronisation.
-    int ntask = nseq * NKV;
-    #pragma omp parallel
-    {
-        float *P = thread_scratch(scratch, scratch_size, (size_t)2 * ATTN_BLOCK * T_max);
-        float *dP = P + (size_t)ATTN_BLOCK * T_max;
-        #pragma omp for schedule(dynamic, 1)
-        for (int task = 0; task < ntask; task++) {
-            int s = task / NKV, hk = task % NKV;
-            int t0 = cu_seqlens[s], T = cu_seqlens[s + 1] - t0;
-            const float *ks = k + (size_t)t0 * ldk + (size_t)hk * hs;
-            const float *vs = v + (size_t)t0 * ldk + (size_t)hk * hs;
-            float *dks = dk ? dk + (size_t)t0 * ldk + (size_t)hk * hs : NULL;
-            float *dvs = dv ? dv + (size_t)t0 * ldk + (size_t)hk * hs : NULL;
-            for (int h = hk * G; h < (hk + 1) * G; h++) {
-                size_t off = (size_t)t0 * ldq + (size_t)h * hs;
-                for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK) {
-                    int nb = imin(ATTN_BLOCK, T - i0), nk = i0 + nb;
-                    size_t boff = off + (size_t)i0 * ldq;
-                    // recompute P_ij = exp(scale·q_i·k_j - lse_i) for j <= i, else 0
-                    sgemm_rm(false, true, nb, nk, hs, scale, q + boff, ldq, ks, ldk, 0.0f, P, nk);
-                    for (int r = 0; r < nb; r++) {
-                        float *row = P + (size_t)r * nk;
-                        int last = i0 + r;
-                        vec_exp_sum(row, last + 1, lse[(size_t)(t0 + last) * NH + h]);
-                        for (int j = last + 1; j < nk; j++)
-                            row[j] = 0.0f;
-                    }
-                    // forward: out = P·V  →  dV(nk,hs) += Pᵀ · dout_blk
-                    if (dvs)
-                        sgemm_rm(true, false, nk, hs, nb, 1.0f, P, nk, dout + boff, ldq, 1.0f,
-                                 dvs, ldk);
-                    if (!dq && !dks)
-                        continue;
-                    // dP(nb,nk) = dout_blk · V(nk,hs)ᵀ
-                    sgemm_rm(false, true, nb, nk, hs, 1.0f, dout + boff, ldq, vs, ldk, 0.0f, dP, nk);
-                    // softmax backward: dS_ij = P_ij (dP_ij - D_i), D_i = Σ_j P_ij dP_ij = dout_i·out_i
-                    for (int r = 0; r < nb; r++) {
-                        const float *o = out + boff + (size_t)r * ldq;
-                        const float *dy = dout + boff + (size_t)r * ldq;
-                        float D = 0.0f;
-                        for (int c = 0; c < hs; c++)
-                            D += dy[c] * o[c];
-                        float *prow = P + (size_t)r * nk, *drow = dP + (size_t)r * nk;
-                        vec_softmax_bwd(drow, prow, nk, D);
-                    }
-                    // forward: S = scale·Q·Kᵀ  →  dQ_blk += scale·dS·K,  dK += scale·dSᵀ·Q_blk
-                    if (dq)
-                        sgemm_rm(false, false, nb, hs, nk, scale, dP, nk, ks, ldk, 1.0f,
-                                 dq + boff, ldq);
-                    if (dks)
-                        sgemm_rm(true, false, nk, hs, nb, scale, dP, nk, q + boff, ldq, 1.0f,
-                                 dks, ldk);
-                }
+    float *P = thread_scratch(J->scratch, J->scratch_size, (size_t)2 * ATTN_BLOCK * T_max);
+    float *dP = P + (size_t)ATTN_BLOCK * T_max;
+    int s = task / NKV, hk = task % NKV;
+    int t0 = cu_seqlens[s], T = cu_seqlens[s + 1] - t0;
+    const float *ks = k + (size_t)t0 * ldk + (size_t)hk * hs;
+    const float *vs = v + (size_t)t0 * ldk + (size_t)hk * hs;
+    float *dks = dk ? dk + (size_t)t0 * ldk + (size_t)hk * hs : NULL;
+    float *dvs = dv ? dv + (size_t)t0 * ldk + (size_t)hk * hs : NULL;
+    for (int h = hk * G; h < (hk + 1) * G; h++) {
+        size_t off = (size_t)t0 * ldq + (size_t)h * hs;
+        for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK) {
+            int nb = imin(ATTN_BLOCK, T - i0), nk = i0 + nb;
+            size_t boff = off + (size_t)i0 * ldq;
+            // recompute P_ij = exp(scale·q_i·k_j - lse_i) for j <= i, else 0
+            sgemm_rm(false, true, nb, nk, hs, scale, q + boff, ldq, ks, ldk, 0.0f, P, nk);
+            for (int r = 0; r < nb; r++) {
+                float *row = P + (size_t)r * nk;
+                int last = i0 + r;
+                vec_exp_sum(row, last + 1, lse[(size_t)(t0 + last) * NH + h]);
+                for (int j = last + 1; j < nk; j++)
+                    row[j] = 0.0f;
             }
+            // forward: out = P·V  →  dV(nk,hs) += Pᵀ · dout_blk
+            if (dvs)
+                sgemm_rm(true, false, nk, hs, nb, 1.0f, P, nk, dout + boff, ldq, 1.0f,
+                         dvs, ldk);
+            if (!dq && !dks)
+                continue;
+            // dP(nb,nk) = dout_blk · V(nk,hs)ᵀ
+            sgemm_rm(false, true, nb, nk, hs, 1.0f, dout + boff, ldq, vs, ldk, 0.0f, dP, nk);
+            // softmax backward: dS_ij = P_ij (dP_ij - D_i), D_i = Σ_j P_ij dP_ij = dout_i·out_i
+            for (int r = 0; r < nb; r++) {
+                const float *o = out + boff + (size_t)r * ldq;
+                const float *dy = dout + boff + (size_t)r * ldq;
+                float D = 0.0f;
+                for (int c = 0; c < hs; c++)
+                    D += dy[c] * o[c];
+                float *prow = P + (size_t)r * nk, *drow = dP + (size_t)r * nk;
+                vec_softmax_bwd(drow, prow, nk, D);
+            }
+            // forward: S = scale·Q·Kᵀ  →  dQ_blk += scale·dS·K,  dK += scale·dSᵀ·Q_blk
+            if (dq)
+                sgemm_rm(false, false, nb, hs, nk, scale, dP, nk, ks, ldk, 1.0f,
+                         dq + boff, ldq);
+            if (dks)
+                sgemm_rm(true, false, nk, hs, nb, scale, dP, nk, q + boff, ldq, 1.0f,
+                         dks, ldk);
         }
     }
 }
@@ -576,26 +677,43 @@ NN_VEC static void swiglu_backward_span(float *dgate, float *dup, const float *d
     }
 }
 
+// Rows [b, e) of FF elements, a span per row (as decoding sees it: a row's elements take the same
+// vector or scalar path whatever the rows around it).
+struct swiglu_job { float *out, *dgate, *dup; const float *dout, *gate, *up; int FF, set; };
+
+static void swiglu_forward_range(void *ctx, size_t b, size_t e)
+{
+    const struct swiglu_job *J = ctx;
+    for (size_t n = b; n < e; n++) {
+        size_t o = n * J->FF;
+        swiglu_forward_span(J->out + o, J->gate + o, J->up + o, J->FF);
+    }
+}
+
+static void swiglu_backward_range(void *ctx, size_t b, size_t e)
+{
+    const struct swiglu_job *J = ctx;
+    for (size_t n = b; n < e; n++) {
+        size_t o = n * J->FF;
+        swiglu_backward_span(J->dgate ? J->dgate + o : NULL, J->dup ? J->dup + o : NULL, J->dout + o,
+                             J->gate + o, J->up + o, J->FF, J->set);
+    }
+}
+
 void swiglu_forward(float *out, const float *gate, const float *up, int N, int FF)
 {
     ASSERT(N >= 0 && FF > 0);
-    #pragma omp parallel for schedule(static) if ((size_t)N * FF >= PAR_MIN_WORK)
-    for (int n = 0; n < N; n++) {
-        size_t o = (size_t)n * FF;
-        swiglu_forward_span(out + o, gate + o, up + o, FF);
-    }
+    struct swiglu_job J = {.out = out, .gate = gate, .up = up, .FF = FF};
+    pool_for_range((size_t)N, (size_t)FF, PAR_MIN_WORK, swiglu_forward_range, &J);
 }
 
 static void swiglu_backward_mode(float *dgate, float *dup, const float *dout, const float *gate,
                                  const float *up, int N, int FF, int set)
 {
     ASSERT(N >= 0 && FF > 0);
-    #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        size_t o = (size_t)n * FF;
-        swiglu_backward_span(dgate ? dgate + o : NULL, dup ? dup + o : NULL, dout + o, gate + o,
-                             up + o, FF, set);
-    }
+    struct swiglu_job J = {.dgate = dgate, .dup = dup, .dout = dout, .gate = gate, .up = up, .FF = FF,
+                           .set = set};
+    pool_for_range((size_t)N, (size_t)FF, PAR_MIN_WORK, swiglu_backward_range, &J);
 }
 
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
@@ -613,44 +731,82 @@ void swiglu_backward_set(float *dgate, float *dup, const float *dout, const floa
 // ----------------------------------------------------------------------------
 // residual and embedding
 
+// out = a + b (forward), or da += dout and db += dout (backward: a, b NULL)
+struct residual_job { float *out, *da, *db; const float *a, *b, *dout; };
+
+static void residual_range(void *ctx, size_t b, size_t e)
+{
+    const struct residual_job *J = ctx;
+    if (J->out) {
+        for (size_t i = b; i < e; i++)
+            J->out[i] = J->a[i] + J->b[i];
+        return;
+    }
+    for (size_t i = b; i < e; i++) {
+        if (J->da)
+            J->da[i] += J->dout[i];
+        if (J->db)
+            J->db[i] += J->dout[i];
+    }
+}
+
 void residual_forward(float *out, const float *a, const float *b, size_t n)
 {
-    #pragma omp parallel for schedule(static) if (n >= PAR_MIN_WORK)
-    for (size_t i = 0; i < n; i++)
-        out[i] = a[i] + b[i];
+    struct residual_job J = {.out = out, .a = a, .b = b};
+    pool_for_range(n, 1, PAR_MIN_WORK, residual_range, &J);
 }
 
 void residual_backward(float *da, float *db, const float *dout, size_t n)
 {
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        if (da)
-            da[i] += dout[i];
-        if (db)
-            db[i] += dout[i];
-    }
+    struct residual_job J = {.da = da, .db = db, .dout = dout};
+    pool_for_range(n, 1, PAR_MIN_WORK, residual_range, &J);
 }
 
-void embedding_forward(float *out, const int *tokens, const float *wte, int N, int C)
+// Rows gathered or scattered by index: dst[n] = src[idx[n]] (gather), or dst[idx[n]] += src[n]
+// over whole column blocks (scatter: an index may repeat, so ranges split the columns).
+struct rows_job { float *dst; const float *src; const int *idx; int N, C; };
+
+static void gather_range(void *ctx, size_t b, size_t e)
 {
-    #pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN_WORK)
-    for (int n = 0; n < N; n++)
-        memcpy(out + (size_t)n * C, wte + (size_t)tokens[n] * C, (size_t)C * sizeof(float));
+    const struct rows_job *J = ctx;
+    for (size_t n = b; n < e; n++)
+        memcpy(J->dst + n * J->C, J->src + (size_t)J->idx[n] * J->C, (size_t)J->C * sizeof(float));
 }
 
-void embedding_backward(float *dwte, const float *dout, const int *tokens, int N, int C)
+static void scatter_add_range(void *ctx, size_t b, size_t e)
 {
-    // A scatter-add: the same token may occur twice, so threads split the columns, not the tokens.
-    #pragma omp parallel for schedule(static)
-    for (int j0 = 0; j0 < C; j0 += COL_BLOCK) {
-        int j1 = imin(j0 + COL_BLOCK, C);
-        for (int n = 0; n < N; n++) {
-            float *dst = dwte + (size_t)tokens[n] * C;
-            const float *src = dout + (size_t)n * C;
+    const struct rows_job *J = ctx;
+    for (int j0 = (int)b * COL_BLOCK; j0 < (int)e * COL_BLOCK && j0 < J->C; j0 += COL_BLOCK) {
+        int j1 = imin(j0 + COL_BLOCK, J->C);
+        for (int n = 0; n < J->N; n++) {
+            float *dst = J->dst + (size_t)J->idx[n] * J->C;
+            const float *src = J->src + (size_t)n * J->C;
             for (int j = j0; j < j1; j++)
                 dst[j] += src[j];
         }
     }
+}
+
+static void gather_rows_by(float *dst, const float *src, const int *idx, int N, int C)
+{
+    struct rows_job J = {dst, src, idx, N, C};
+    pool_for_range((size_t)N, (size_t)C, PAR_MIN_WORK, gather_range, &J);
+}
+
+static void scatter_add_rows(float *dst, const float *src, const int *idx, int N, int C)
+{
+    struct rows_job J = {dst, src, idx, N, C};
+    pool_for_range((size_t)col_blocks(C), (size_t)N * COL_BLOCK, PAR_MIN_WORK, scatter_add_range, &J);
+}
+
+void embedding_forward(float *out, const int *tokens, const float *wte, int N, int C)
+{
+    gather_rows_by(out, wte, tokens, N, C);
+}
+
+void embedding_backward(float *dwte, const float *dout, const int *tokens, int N, int C)
+{
+    scatter_add_rows(dwte, dout, tokens, N, C);   // the same token may occur twice
 }
 
 // ----------------------------------------------------------------------------
@@ -670,9 +826,7 @@ static const float *gather_rows(float *hc, const float *h, const int *rows, int 
 {
     if (!rows)
         return h + (size_t)m0 * C;
-    #pragma omp parallel for schedule(static)
-    for (int r = 0; r < mc; r++)
-        memcpy(hc + (size_t)r * C, h + (size_t)rows[m0 + r] * C, (size_t)C * sizeof(float));
+    gather_rows_by(hc, h, rows + m0, mc, C);
     return hc;
 }
 
@@ -745,20 +899,97 @@ static void lsg_chunk_backward(float *dh, float *dwlm, const float *z, float *dh
         sgemm_rm(false, false, mc, C, V, inv_t, z, V, wlm, C, 1.0f, dh + (size_t)m0 * C, C);
     } else if (dh) {
         sgemm_rm(false, false, mc, C, V, inv_t, z, V, wlm, C, 0.0f, dhc, C);
-        // scatter-add; rows may repeat, so threads split the columns
-        #pragma omp parallel for schedule(static)
-        for (int j0 = 0; j0 < C; j0 += COL_BLOCK) {
-            int j1 = imin(j0 + COL_BLOCK, C);
-            for (int r = 0; r < mc; r++) {
-                float *dst = dh + (size_t)rows[m0 + r] * C;
-                const float *src = dhc + (size_t)r * C;
-                for (int j = j0; j < j1; j++)
-                    dst[j] += src[j];
-            }
-        }
+        scatter_add_rows(dh, dhc, rows + m0, mc, C);   // rows may repeat
     }
     if (dwlm)
         sgemm_rm(true, false, V, C, mc, inv_t, z, V, hx, C, 1.0f, dwlm, C);
+}
+
+// The row loops of the three logsoftmax_gather_* below, over rows r of a chunk z(mc, V) whose first
+// position is m0: each row's results depend on that row only.
+struct lsg_job {
+    float *z, *logp, *lse, *entropy, *topk_logp;
+    int *topk_ids;
+    const float *dlogp, *dentropy, *lse_in, *entropy_in;
+    const int *ids;
+    int m0, K, V, topk;
+};
+
+static void lsg_forward_range(void *ctx, size_t b, size_t e)
+{
+    const struct lsg_job *J = ctx;
+    int K = J->K, V = J->V, topk = J->topk;
+    for (size_t r = b; r < e; r++) {
+        int m = J->m0 + (int)r;
+        const float *zr = J->z + r * V;
+        // torch.log_softmax: z - max - log Σ exp(z - max); the V-long sums in double
+        float mx = vec_max(zr, V);
+        double sum, sum_ez;
+        exp_sums(zr, V, mx, &sum, &sum_ez);
+        double log_sum = log(sum);
+        float l = mx + (float)log_sum;
+        J->lse[m] = l;
+        for (int kk = 0; kk < K; kk++)
+            J->logp[(size_t)m * K + kk] = zr[J->ids[(size_t)m * K + kk]] - l;
+        // H = -Σ p log p = log Σ e - E_p[z - max]: shifted by max, so no cancellation of two
+        // large numbers
+        if (J->entropy)
+            J->entropy[m] = (float)(log_sum - sum_ez / sum);
+        if (topk > 0) {
+            int *ti = J->topk_ids + (size_t)m * topk;
+            float *tv = J->topk_logp + (size_t)m * topk;
+            topk_row(ti, tv, topk, zr, V);
+            for (int kk = 0; kk < topk; kk++)
+                tv[kk] -= l;
+        }
+    }
+}
+
+// z becomes dz in place:
+//   logp_k = z[id_k] - lse            → dz_j += Σ_k dlogp_k ([j == id_k] - p_j)
+//   H = -Σ p log p, ∂H/∂z_j = -p_j (log p_j + H)
+static void lsg_backward_range(void *ctx, size_t b, size_t e)
+{
+    const struct lsg_job *J = ctx;
+    int K = J->K, V = J->V;
+    for (size_t r = b; r < e; r++) {
+        int m = J->m0 + (int)r;
+        float *zr = J->z + r * V;
+        const float *g = J->dlogp + (size_t)m * K;
+        float l = J->lse_in[m], gsum = 0.0f;
+        for (int kk = 0; kk < K; kk++)
+            gsum += g[kk];
+        float de = J->dentropy ? J->dentropy[m] : 0.0f;
+        dlogits_row(zr, V, l, gsum, de, de != 0.0f ? J->entropy_in[m] : 0.0f);
+        for (int kk = 0; kk < K; kk++)
+            zr[J->ids[(size_t)m * K + kk]] += g[kk];
+    }
+}
+
+static void lsg_fused_range(void *ctx, size_t b, size_t e)
+{
+    const struct lsg_job *J = ctx;
+    int K = J->K, V = J->V;
+    for (size_t r = b; r < e; r++) {
+        int m = J->m0 + (int)r;
+        float *zr = J->z + r * V;
+        // forward (as logsoftmax_gather_forward without entropy / top-k)
+        float mx = vec_max(zr, V);
+        double sum, sum_ez;
+        exp_sums(zr, V, mx, &sum, &sum_ez);
+        float l = mx + (float)log(sum);
+        J->lse[m] = l;
+        const float *g = J->dlogp + (size_t)m * K;
+        float gsum = 0.0f;
+        for (int kk = 0; kk < K; kk++) {
+            J->logp[(size_t)m * K + kk] = zr[J->ids[(size_t)m * K + kk]] - l;
+            gsum += g[kk];
+        }
+        // backward (as logsoftmax_gather_backward without dentropy): z becomes dz in place
+        dlogits_row(zr, V, l, gsum, 0.0f, 0.0f);
+        for (int kk = 0; kk < K; kk++)
+            zr[J->ids[(size_t)m * K + kk]] += g[kk];
+    }
 }
 
 void logsoftmax_gather_forward(float *logp, float *lse, float *entropy, int *topk_ids,
@@ -775,33 +1006,11 @@ void logsoftmax_gather_forward(float *logp, float *lse, float *entropy, int *top
     for (int m0 = 0; m0 < M; m0 += chunk) {
         int mc = imin(chunk, M - m0);
         const float *hx = gather_rows(hc, h, rows, m0, mc, C);
-        // z(mc,V) = hx(mc,C) · wlm(V,C)ᵀ / temperature  (multithreaded BLIS: outside any region)
+        // z(mc,V) = hx(mc,C) · wlm(V,C)ᵀ / temperature
         sgemm_rm(false, true, mc, V, C, 1.0f / temperature, hx, C, wlm, C, 0.0f, z, V);
-        #pragma omp parallel for schedule(static)
-        for (int r = 0; r < mc; r++) {
-            int m = m0 + r;
-            const float *zr = z + (size_t)r * V;
-            // torch.log_softmax: z - max - log Σ exp(z - max); the V-long sums in double
-            float mx = vec_max(zr, V);
-            double sum, sum_ez;
-            exp_sums(zr, V, mx, &sum, &sum_ez);
-            double log_sum = log(sum);
-            float l = mx + (float)log_sum;
-            lse[m] = l;
-            for (int kk = 0; kk < K; kk++)
-                logp[(size_t)m * K + kk] = zr[ids[(size_t)m * K + kk]] - l;
-            // H = -Σ p log p = log Σ e - E_p[z - max]: shifted by max, so no cancellation of two
-            // large numbers
-            if (entropy)
-                entropy[m] = (float)(log_sum - sum_ez / sum);
-            if (topk > 0) {
-                int *ti = topk_ids + (size_t)m * topk;
-                float *tv = topk_logp + (size_t)m * topk;
-                topk_row(ti, tv, topk, zr, V);
-                for (int kk = 0; kk < topk; kk++)
-                    tv[kk] -= l;
-            }
-        }
+        struct lsg_job J = {.z = z, .logp = logp, .lse = lse, .entropy = entropy, .topk_logp = topk_logp,
+                            .topk_ids = topk_ids, .ids = ids, .m0 = m0, .K = K, .V = V, .topk = topk};
+        pool_for_range((size_t)mc, (size_t)V, (size_t)V, lsg_forward_range, &J);
     }
 }
 
@@ -822,22 +1031,9 @@ void logsoftmax_gather_backward(float *dh, float *dwlm, const float *dlogp, cons
         int mc = imin(chunk, M - m0);
         const float *hx = gather_rows(hc, h, rows, m0, mc, C);
         sgemm_rm(false, true, mc, V, C, inv_t, hx, C, wlm, C, 0.0f, z, V);
-        // z becomes dz in place:
-        //   logp_k = z[id_k] - lse            → dz_j += Σ_k dlogp_k ([j == id_k] - p_j)
-        //   H = -Σ p log p, ∂H/∂z_j = -p_j (log p_j + H)
-        #pragma omp parallel for schedule(static)
-        for (int r = 0; r < mc; r++) {
-            int m = m0 + r;
-            float *zr = z + (size_t)r * V;
-            const float *g = dlogp + (size_t)m * K;
-            float l = lse[m], gsum = 0.0f;
-            for (int kk = 0; kk < K; kk++)
-                gsum += g[kk];
-            float de = dentropy ? dentropy[m] : 0.0f;
-            dlogits_row(zr, V, l, gsum, de, de != 0.0f ? entropy[m] : 0.0f);
-            for (int kk = 0; kk < K; kk++)
-                zr[ids[(size_t)m * K + kk]] += g[kk];
-        }
+        struct lsg_job J = {.z = z, .dlogp = dlogp, .dentropy = dentropy, .lse_in = lse,
+                            .entropy_in = entropy, .ids = ids, .m0 = m0, .K = K, .V = V};
+        pool_for_range((size_t)mc, (size_t)V, (size_t)V, lsg_backward_range, &J);
         lsg_chunk_backward(dh, dwlm, z, dhc, hx, wlm, rows, m0, mc, C, V, inv_t);
     }
 }
@@ -858,27 +1054,9 @@ void logsoftmax_gather_fused(float *logp, float *lse, float *dh, float *dwlm, co
         const float *hx = gather_rows(hc, h, rows, m0, mc, C);
         // the one logits product of the chunk (the same call as the forward's and the backward's)
         sgemm_rm(false, true, mc, V, C, inv_t, hx, C, wlm, C, 0.0f, z, V);
-        #pragma omp parallel for schedule(static)
-        for (int r = 0; r < mc; r++) {
-            int m = m0 + r;
-            float *zr = z + (size_t)r * V;
-            // forward (as logsoftmax_gather_forward without entropy / top-k)
-            float mx = vec_max(zr, V);
-            double sum, sum_ez;
-            exp_sums(zr, V, mx, &sum, &sum_ez);
-            float l = mx + (float)log(sum);
-            lse[m] = l;
-            const float *g = dlogp + (size_t)m * K;
-            float gsum = 0.0f;
-            for (int kk = 0; kk < K; kk++) {
-                logp[(size_t)m * K + kk] = zr[ids[(size_t)m * K + kk]] - l;
-                gsum += g[kk];
-            }
-            // backward (as logsoftmax_gather_backward without dentropy): z becomes dz in place
-            dlogits_row(zr, V, l, gsum, 0.0f, 0.0f);
-            for (int kk = 0; kk < K; kk++)
-                zr[ids[(size_t)m * K + kk]] += g[kk];
-        }
+        struct lsg_job J = {.z = z, .logp = logp, .lse = lse, .dlogp = dlogp, .ids = ids, .m0 = m0,
+                            .K = K, .V = V};
+        pool_for_range((size_t)mc, (size_t)V, (size_t)V, lsg_fused_range, &J);
         lsg_chunk_backward(dh, dwlm, z, dhc, hx, wlm, rows, m0, mc, C, V, inv_t);
     }
 }

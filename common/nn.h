@@ -19,12 +19,12 @@
 //   vocabulary, M scored positions, K ids per scored position.
 // - Kernels check their arguments with ASSERT (bugs), never input data: token ids and positions
 //   are validated once where they enter (house style 9.6).
-// - Threads: every kernel runs on the thread count set by blas_init (common/blas.h). Big matrix
-//   products are single multithreaded BLIS calls; our own loops are OpenMP loops with a static
-//   schedule, or loops over independent (sequence, head) tasks that each write only their own output
-//   and call single-threaded BLIS. No result depends on which thread ran what, so a rerun with the
-//   same thread count is bitwise identical; most kernels (all except where BLIS's multithreaded
-//   sgemm splits differently) even agree across thread counts.
+// - Threads: every kernel runs on the compute pool (pool.h) sized by blas_init (common/blas.h).
+//   Matrix products are grids of single-threaded BLIS calls (blas.h); our own loops are ranges of
+//   rows, elements or column blocks cut by the work alone, or independent (sequence, head) tasks
+//   that each write only their own output and call single-threaded BLIS. Every output element is
+//   reduced by one thread in one fixed order, so every kernel gives the same bits at every thread
+//   count, and a rerun is bitwise identical.
 // - Scratch: attention and the log-softmax gather need scratch memory whose size a *_scratch_size()
 //   function gives (in floats); allocate it once at start-up for the largest batch (house style 9.5).
 //

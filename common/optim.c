@@ -9,8 +9,9 @@
 #include "optim.h"
 
 #include <math.h>
-#include <omp.h>
 #include <string.h>
+
+#include "pool.h"
 
 #define OPT_VEC __attribute__((target_clones("avx512f", "avx2", "default"), \
                                optimize("no-trapping-math", "fp-contract=off")))
@@ -85,54 +86,70 @@ OPT_VEC static void scale_span(float *restrict g, size_t n, float s)
         g[i] *= s;
 }
 
-// Thread t of nt gets elements [n·t/nt, n·(t+1)/nt): contiguous, cache-line friendly slices.
-#define SLICE(n, t, nt) ((size_t)((unsigned __int128)(n) * (unsigned)(t) / (unsigned)(nt)))
+// The loops run on the compute pool (pool.h) in contiguous ranges of at least OPT_MIN_WORK
+// elements. The element-wise results do not depend on the ranges; the norm's partial sums are
+// per range, and the ranges depend on the buffer's length only, so the norm has the same bits at
+// every thread count.
+#define OPT_MIN_WORK 32768
+
+struct opt_job {
+    float *p, *g, *m, *v;
+    const float *x;
+    double *part;
+    size_t n;
+    int nchunks;
+    struct adamw_scalars s;
+    float gscale;
+};
+
+static void adamw_range(void *ctx, size_t lo, size_t hi)
+{
+    const struct opt_job *J = ctx;
+    adamw_span(J->p + lo, J->g + lo, J->m + lo, J->v + lo, hi - lo, J->s);
+}
+
+static void adamw_step_range(void *ctx, size_t lo, size_t hi)
+{
+    const struct opt_job *J = ctx;
+    adamw_step_span(J->p + lo, J->g + lo, J->m + lo, J->v + lo, hi - lo, J->s, J->gscale);
+}
+
+static void scale_range(void *ctx, size_t lo, size_t hi)
+{
+    const struct opt_job *J = ctx;
+    scale_span(J->g + lo, hi - lo, J->gscale);
+}
+
+static void sumsq_chunk(void *ctx, int c)
+{
+    const struct opt_job *J = ctx;
+    size_t lo, hi;
+    pool_range(J->n, J->nchunks, c, &lo, &hi);
+    J->part[c] = sumsq_span(J->x + lo, hi - lo);
+}
 
 void adamw_update(float *p, const float *g, float *m, float *v, size_t n,
                   const struct adamw_config *c, double lr, long step)
 {
-    const struct adamw_scalars s = adamw_scalars(c, lr, step);
-    #pragma omp parallel
-    {
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        size_t lo = SLICE(n, t, nt), hi = SLICE(n, t + 1, nt);
-        adamw_span(p + lo, g + lo, m + lo, v + lo, hi - lo, s);
-    }
+    struct opt_job J = {.p = p, .g = (float *)g, .m = m, .v = v, .s = adamw_scalars(c, lr, step)};
+    pool_for_range(n, 1, OPT_MIN_WORK, adamw_range, &J);
 }
 
 void adamw_step(float *p, float *g, float *m, float *v, size_t n,
                 const struct adamw_config *c, double lr, long step, float gscale)
 {
-    const struct adamw_scalars s = adamw_scalars(c, lr, step);
-    #pragma omp parallel
-    {
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        size_t lo = SLICE(n, t, nt), hi = SLICE(n, t + 1, nt);
-        adamw_step_span(p + lo, g + lo, m + lo, v + lo, hi - lo, s, gscale);
-    }
+    struct opt_job J = {.p = p, .g = g, .m = m, .v = v, .s = adamw_scalars(c, lr, step), .gscale = gscale};
+    pool_for_range(n, 1, OPT_MIN_WORK, adamw_step_range, &J);
 }
-
-#define NORM_MAX_THREADS 256
 
 double grad_norm(const float *const *g, const size_t *n, int nbuf)
 {
     double total = 0.0;
     for (int b = 0; b < nbuf; b++) {
-        double part[NORM_MAX_THREADS];
-        int used = 1;
-        const float *x = g[b];
-        size_t nb = n[b];
-        #pragma omp parallel
-        {
-            int t = omp_get_thread_num(), nt = omp_get_num_threads();
-            if (nt > NORM_MAX_THREADS) nt = NORM_MAX_THREADS;
-            if (t == 0) used = nt;
-            if (t < nt) {
-                size_t lo = SLICE(nb, t, nt), hi = SLICE(nb, t + 1, nt);
-                part[t] = sumsq_span(x + lo, hi - lo);
-            }
-        }
-        for (int t = 0; t < used; t++) total += part[t];   // in thread order: deterministic
+        double part[64];   // pool_chunks returns at most 64
+        struct opt_job J = {.x = g[b], .part = part, .n = n[b], .nchunks = pool_chunks(n[b], OPT_MIN_WORK)};
+        pool_for(J.nchunks, sumsq_chunk, &J);
+        for (int c = 0; c < J.nchunks; c++) total += part[c];   // in chunk order: deterministic
     }
     return sqrt(total);
 }
@@ -147,12 +164,8 @@ float clip_scale(double norm, double max_norm)
 void scale_buffer(float *g, size_t n, float s)
 {
     if (s == 1.0f) return;
-    #pragma omp parallel
-    {
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        size_t lo = SLICE(n, t, nt), hi = SLICE(n, t + 1, nt);
-        scale_span(g + lo, hi - lo, s);
-    }
+    struct opt_job J = {.g = g, .gscale = s};
+    pool_for_range(n, 1, OPT_MIN_WORK, scale_range, &J);
 }
 
 double lr_at(enum lr_schedule s, double lr, double min_lr, long step, long warmup, long total)

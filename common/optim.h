@@ -8,8 +8,8 @@
 //     v   <- b2 v + (1 - b2) g^2
 //     p   <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 // A per-element decay mask is not needed: callers run it once per parameter group with its own wd
-// (norm weights and biases usually take wd = 0). Loops are parallel with a static schedule, so a
-// given thread count always gives the same bits (the update is element-wise: any count does).
+// (norm weights and biases usually take wd = 0). Loops run on the compute pool (pool.h) in ranges
+// cut by the length alone; the update is element-wise, so any thread count gives the same bits.
 #ifndef SRLM_OPTIM_H
 #define SRLM_OPTIM_H
 
@@ -33,9 +33,9 @@ void adamw_step(float *p, float *g, float *m, float *v, size_t n,
                 const struct adamw_config *c, double lr, long step, float gscale);
 
 // Global L2 norm over several gradient buffers, squares summed in double (so the sum does not
-// depend on how the buffers are split, to double rounding). One vectorised pass; each thread sums a
-// fixed contiguous slice and the slices are added in thread order, so a given thread count always
-// gives the same bits. clip_scale() gives the factor torch.nn.utils.clip_grad_norm_
+// depend on how the buffers are split, to double rounding). One vectorised pass; each pool chunk sums
+// a contiguous slice cut by the length alone and the slices are added in order, so every thread
+// count gives the same bits. clip_scale() gives the factor torch.nn.utils.clip_grad_norm_
 // applies: max_norm / (norm + 1e-6) when that is below 1, else 1.
 double grad_norm(const float *const *g, const size_t *n, int nbuf);
 float clip_scale(double norm, double max_norm);

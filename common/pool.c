@@ -175,6 +175,30 @@ int pool_chunks(size_t work, size_t min_work)
     return n < 1 ? 1 : (int)n;
 }
 
+struct range_job {
+    pool_range_fn fn;
+    void *ctx;
+    size_t n;
+    int nchunks;
+};
+
+static void range_chunk(void *ctx, int i)
+{
+    struct range_job *J = ctx;
+    size_t b, e;
+    pool_range(J->n, J->nchunks, i, &b, &e);
+    J->fn(J->ctx, b, e);
+}
+
+void pool_for_range(size_t n, size_t unit, size_t min_work, pool_range_fn fn, void *ctx)
+{
+    if (n == 0) return;
+    int nc = pool_chunks(n * (unit ? unit : 1), min_work);
+    if ((size_t)nc > n) nc = (int)n;
+    struct range_job J = {fn, ctx, n, nc};
+    pool_for(nc, range_chunk, &J);
+}
+
 void pool_for(int nchunks, pool_fn fn, void *ctx)
 {
     if (nchunks <= 0) return;

@@ -43,6 +43,13 @@ int pool_in_task(void);
 // load balance on a shared machine (64), none below min_work units.
 int pool_chunks(size_t work, size_t min_work);
 
+// A loop over [0, n) in contiguous ranges: fn(ctx, begin, end) once per range, the ranges cut
+// by pool_chunks(n * unit, min_work) (at most n of them), so they depend on n, unit and min_work
+// only. unit is the cost of one index (e.g. a row's length), min_work the least work worth a
+// chunk; below 2·min_work in all the loop runs on the caller without waking the pool.
+typedef void (*pool_range_fn)(void *ctx, size_t begin, size_t end);
+void pool_for_range(size_t n, size_t unit, size_t min_work, pool_range_fn fn, void *ctx);
+
 // The half-open range of chunk i of n over [0, total): even splits, the remainder spread over the
 // first chunks.
 static inline void pool_range(size_t total, int n, int i, size_t *begin, size_t *end)

@@ -999,6 +999,56 @@ static void test_panels(void)
     free(A), free(ref), free(C), free(C1), free(Cs), free(W[0]), free(W[1]);
 }
 
+// Big products (above the one-call size) are cut into a grid of native BLIS calls that depends on
+// the thread count (blas.c gemm_blocks): every element must still have the bits of one call, for
+// every transpose, beta 0 and 1, at 1, 2, 3 and 5 threads; and near a double reference.
+static void test_sgemm_grid(void)
+{
+    static const int shapes[][3] = {{300, 520, 200}, {1000, 130, 301}, {97, 2000, 150}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        float *A = fnew((size_t)M * K), *B = fnew((size_t)N * K), *C0 = fnew((size_t)M * N);
+        fill(A, NULL, (size_t)M * K, 1.0);
+        fill(B, NULL, (size_t)N * K, 1.0);
+        fill(C0, NULL, (size_t)M * N, 1.0);
+        for (int tr = 0; tr < 4; tr++) {
+            bool ta = tr & 1, tb = tr & 2;
+            int lda = ta ? M : K, ldb = tb ? K : N;
+            for (int bi = 0; bi < 2; bi++) {
+                float beta = (float)bi;
+                float *ref = NULL;
+                static const int threads[] = {1, 2, 3, 5};
+                for (int ti = 0; ti < 4; ti++) {
+                    float *C = fnew((size_t)M * N);
+                    memcpy(C, C0, (size_t)M * N * sizeof(float));
+                    blas_init(threads[ti]);
+                    sgemm_rm(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, beta, C, N);
+                    if (!ref) {
+                        ref = C;
+                        continue;
+                    }
+                    CHECK_MSG(!memcmp(ref, C, (size_t)M * N * sizeof(float)),
+                              "sgemm %dx%dx%d ta=%d tb=%d beta=%g: %d threads differ from 1", M, N, K, ta, tb,
+                              beta, threads[ti]);
+                    free(C);
+                }
+                // a double reference at a few elements
+                for (int e = 0; e < 50; e++) {
+                    int i = (e * 7919) % M, j = (e * 104729) % N;
+                    double d = beta * C0[(size_t)i * N + j];
+                    for (int k = 0; k < K; k++)
+                        d += 0.5 * (double)(ta ? A[(size_t)k * M + i] : A[(size_t)i * K + k]) *
+                             (tb ? B[(size_t)j * K + k] : B[(size_t)k * N + j]);
+                    CHECK_NEAR(ref[(size_t)i * N + j], d, 1e-4 * (1 + fabs(d)));
+                }
+                free(ref);
+            }
+        }
+        free(A); free(B); free(C0);
+    }
+    blas_init(1);
+}
+
 int main(int argc, char **argv)
 {
     tool_init(argv[0]);
@@ -1010,6 +1060,7 @@ int main(int argc, char **argv)
     test_matmul();
     test_matmul_bf16();
     test_gemm_parts();
+    test_sgemm_grid();
     test_panels();
     test_rmsnorm();
     test_rope();
