@@ -486,33 +486,41 @@ void sgemm_rm_rowinv(bool trans_a, bool trans_b, int M, int N, int K,
 
 #define PANEL 16
 
+struct pack_job { const struct panels *p; const float *W; };
+
+// Panels [b, e): for each column its K weights are read in order (one row of W) and scattered into
+// the panel, which stays in L2 (K·16 values) while its 16 columns are written.
+static void pack_range(void *ctx, size_t b, size_t e)
+{
+    const struct pack_job *J = ctx;
+    const struct panels *p = J->p;
+    int K = p->K;
+    for (size_t q = b; q < e; q++)
+        for (int c = 0; c < PANEL; c++) {
+            int col = (int)q * PANEL + c;
+            const float *w = col < p->N ? J->W + (size_t)col * K : NULL;
+            if (p->bf16) {
+                // per k, 16 bf16 as 8 words: word i = column i (low half) | column 8+i (high half),
+                // so that `w << 16` is columns 0..7 and `w & 0xffff0000` columns 8..15, exact in f32
+                uint16_t *d = (uint16_t *)p->data + q * K * PANEL + (c < 8 ? 2 * c : 2 * (c - 8) + 1);
+                for (int k = 0; k < K; k++)
+                    d[(size_t)k * PANEL] = w ? f32_to_bf16(w[k]) : 0;
+            } else {
+                float *d = (float *)p->data + q * K * PANEL + c;
+                for (int k = 0; k < K; k++)
+                    d[(size_t)k * PANEL] = w ? w[k] : 0.0f;
+            }
+        }
+}
+
 void panels_pack(struct panels *p, const float *W, int N, int K, bool bf16)
 {
     ASSERT(N > 0 && K > 0);
     p->N = N, p->K = K, p->np = (N + PANEL - 1) / PANEL, p->bf16 = bf16;
     size_t n = mul_size(mul_size((size_t)p->np, (size_t)K, "panels"), PANEL, "panels");
-    if (bf16) {
-        // per k, 16 bf16 as 8 words: word i = column i (low half) | column 8+i (high half), so
-        // that `w << 16` is columns 0..7 and `w & 0xffff0000` columns 8..15, each exact in f32
-        uint16_t *d = xmalloc(n * sizeof(uint16_t));
-        for (int q = 0; q < p->np; q++)
-            for (int k = 0; k < K; k++)
-                for (int c = 0; c < PANEL; c++) {
-                    int col = q * PANEL + c;
-                    uint16_t v = col < N ? f32_to_bf16(W[(size_t)col * K + k]) : 0;
-                    d[((size_t)q * K + k) * PANEL + (c < 8 ? 2 * c : 2 * (c - 8) + 1)] = v;
-                }
-        p->data = d;
-    } else {
-        float *d = xmalloc(n * sizeof(float));
-        for (int q = 0; q < p->np; q++)
-            for (int k = 0; k < K; k++)
-                for (int c = 0; c < PANEL; c++) {
-                    int col = q * PANEL + c;
-                    d[((size_t)q * K + k) * PANEL + c] = col < N ? W[(size_t)col * K + k] : 0.0f;
-                }
-        p->data = d;
-    }
+    p->data = xmalloc(n * (bf16 ? sizeof(uint16_t) : sizeof(float)));
+    struct pack_job J = {p, W};
+    pool_for_range((size_t)p->np, (size_t)K * PANEL, 1 << 16, pack_range, &J);
 }
 
 void panels_free(struct panels *p)
