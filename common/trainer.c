@@ -523,8 +523,14 @@ void trainer_init(struct trainer *t, const struct trainer_options *o)
             // A run killed between writing a checkpoint and removing the older run states (or while
             // writing a newer one) leaves other state-* directories; the loaded pair is the
             // consistent one, so the rest go now, also when the run has nothing left to do.
-            remove_other_states(o->out_dir, ck);
-            t->saved_step = ck;
+            // Resumed from a newer checkpoint-<s>/ (killed after it was renamed into place but
+            // before --out's own checkpoint of that step), --out's own is older than the loaded
+            // state: it is written again (at the next save, or by trainer_finish when the run has
+            // nothing left to do), and that write removes its stale states.
+            if (src == o->out_dir) {
+                remove_other_states(o->out_dir, ck);
+                t->saved_step = ck;
+            }
             log_info("resuming %s from step %ld (%lld records consumed)", o->out_dir, ck, t->data_pos);
         } else {
             log_info("continuing the run of %s from step %ld on a new input", src, ck);

@@ -29,6 +29,16 @@ sft-step "${S[@]}" --out k --save-every 2 --resume -v ex.mp > k.mp 2> k.err
 grep -q "checkpoint-6 is newer" k.err && ok || bad "--resume did not take the newest checkpoint-<step>: $(grep -i resum k.err | head -2)"
 expect_same full/model.safetensors k/model.safetensors "--resume from checkpoint-6: the same weights as an uninterrupted run"
 expect_eq "$(to-json --no-frame k.mp | jq -c 'select(.kind == "metrics") | .step' | tr '\n' ' ')" "7 " "--resume from checkpoint-6 makes step 7 only"
+# killed after the last step's checkpoint-7/ was renamed into place but before --out's own step-7
+# checkpoint: --resume loads checkpoint-7, has no step left, and must still write --out's own
+# (the rl-step SIGKILL test met this at random)
+sft-step "${S[@]}" --out last7 --save-every 7 ex.mp > /dev/null
+sft-step "${S[@]}" --out k7 --steps 6 ex.mp > /dev/null
+cp -r last7/checkpoint-7 k7/checkpoint-7
+cp -r last7/state-7 k7/state-7   # its run state was written too, the weights not yet
+sft-step "${S[@]}" --out k7 --resume ex.mp > /dev/null
+expect_same full/model.safetensors k7/model.safetensors "--resume from the final checkpoint-7: --out's own model is step 7's"
+expect_eq "$(ls -d k7/state-* | tr '\n' ' ')" "k7/state-7 " "--resume from the final checkpoint-7: one state directory, step 7's"
 # killed inside the first checkpoint's write, after its run state and config.json but before the
 # weights file that marks it: --resume finds no checkpoint, starts from --model, and ends as an
 # uninterrupted run (config.json is written before the weights, so no state has weights without it)
