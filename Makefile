@@ -79,7 +79,7 @@ ifeq ($(origin FUZZ_CC),undefined)
 FUZZ_CC      := $(or $(shell command -v clang 2>/dev/null),$(shell command -v clang-14 2>/dev/null),clang)
 endif
 FUZZ_HARNESS  = $(patsubst tests/fuzz/fuzz-%.c,%,$(wildcard tests/fuzz/fuzz-*.c))
-FUZZ_COMMON   = util rec json tokenizer safetensors runstate model reward
+FUZZ_COMMON   = util rec json tokenizer safetensors runstate model reward pool
 FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS   = -O1 -g -std=c11 -Wall -Wno-unused-parameter -Wno-unknown-pragmas -MMD -MP $(FUZZ_SAN)
 FUZZ_WRAP     = $(foreach f,exit open close fopen fdopen open_memstream fclose mmap munmap \
