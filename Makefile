@@ -20,7 +20,10 @@ CFLAGS   += -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-para
 CPPFLAGS += -D_GNU_SOURCE -Icommon -DVERSION=\"$(VERSION)\"
 BLIS_LIBS    ?= -lblis
 MSGPACK_LIBS ?= $(shell pkg-config --libs msgpack-c 2>/dev/null || pkg-config --libs msgpack 2>/dev/null || echo -lmsgpackc)
-LDLIBS   += $(MSGPACK_LIBS) $(BLIS_LIBS) -lxxhash -lpcre2-8 -lutf8proc -ljansson -lz -lm -lpthread
+# Open MPI (issue 12): linked into every tool; initialised only under a launcher (dist.h).
+MPI_CFLAGS ?= $(shell pkg-config --cflags ompi-c 2>/dev/null || echo -I/usr/lib/x86_64-linux-gnu/openmpi/include)
+MPI_LIBS   ?= $(shell pkg-config --libs ompi-c 2>/dev/null || echo -lmpi)
+LDLIBS   += $(MPI_LIBS) $(MSGPACK_LIBS) $(BLIS_LIBS) -lxxhash -lpcre2-8 -lutf8proc -ljansson -lz -lm -lpthread
 -include config.mk
 
 BIN = $(TOOLS:%=bin/%)
@@ -56,6 +59,7 @@ build/%.o: %.c | deps
 # (sqrtps is correctly rounded like sqrtf) and nothing reads errno after the optimizer step.
 # No fast-math here or anywhere: the update must stay the torch formula to the bit.
 build/common/optim.o: FILE_CFLAGS = -fno-math-errno
+build/common/dist.o: FILE_CFLAGS = $(MPI_CFLAGS)
 $(LIB): $(OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^

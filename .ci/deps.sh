@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what srlm needs, when missing. `deps.sh build`: the C libraries the tools link, and
-# help2man for their man pages.
+# help2man for their man pages, and Open MPI (libopenmpi-dev, openmpi-bin: mpirun) for running
+# the tools across ranks.
 # `deps.sh study`: also jq and gnuplot, which the study's pipelines and report use.
 # `deps.sh test`: also the oracles the test suite compares against (PyTorch, the Node.js
 # tokenizers and msgpack test suite). As root on Debian it installs with apt-get/npm; otherwise it
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build_pkgs=(build-essential pkg-config libblis-dev libmsgpack-dev libxxhash-dev libpcre2-dev
-            libutf8proc-dev libjansson-dev zlib1g-dev help2man)
+            libutf8proc-dev libjansson-dev zlib1g-dev help2man libopenmpi-dev openmpi-bin)
 study_pkgs=(jq gnuplot-nox)
 test_pkgs=(python3-torch python3-numpy python3-msgpack python3-xxhash nodejs npm clang-14 libclang-rt-14-dev man-db)
 

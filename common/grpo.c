@@ -1,5 +1,6 @@
 // grpo.c — see grpo.h (formulas and references there and in docs/rl.md).
 #include "grpo.h"
+#include "dist.h"
 #include "nn.h"
 #include "util.h"
 
@@ -476,6 +477,31 @@ static int pack_micro(struct grpo_ws *w, const struct grpo_batch *b, int *next, 
     return M;
 }
 
+// Under MPI each rank computed the reference log-probs of its micro-batches; every rank needs
+// them all. A sum over ranks is the gather: each value is one rank's, the others hold 0, and
+// x + 0 = x exactly.
+static void share_ref_logprobs(struct grpo_batch *b, int first, int count)
+{
+    if (dist_size() == 1) return;
+    size_t n = 0;
+    for (int i = first; i < first + count; i++)
+        if (b->s[i].use) n += (size_t)(b->s[i].n - b->s[i].prompt_len);
+    float *buf = xmalloc((n ? n : 1) * sizeof(float)), *p = buf;
+    for (int i = first; i < first + count; i++)
+        if (b->s[i].use) {
+            size_t k = (size_t)(b->s[i].n - b->s[i].prompt_len);
+            memcpy(p, b->s[i].ref_logp, k * sizeof(float)), p += k;
+        }
+    dist_sum_f32(buf, n);
+    p = buf;
+    for (int i = first; i < first + count; i++)
+        if (b->s[i].use) {
+            size_t k = (size_t)(b->s[i].n - b->s[i].prompt_len);
+            memcpy(b->s[i].ref_logp, p, k * sizeof(float)), p += k;
+        }
+    free(buf);
+}
+
 void grpo_ref_logprobs(const struct model *ref, struct lm_acts *a, struct grpo_ws *w,
                        struct grpo_batch *b, int first, int count)
 {
@@ -485,10 +511,10 @@ void grpo_ref_logprobs(const struct model *ref, struct lm_acts *a, struct grpo_w
         if (s->use && !s->ref_logp) s->ref_logp = xcalloc((size_t)(s->n - s->prompt_len), sizeof(float));
     }
     int next = first;
-    while (next < first + count) {
+    for (long long mb = 0; next < first + count; mb++) {
         int nseq, N;
         int M = pack_micro(w, b, &next, first + count, &nseq, &N);
-        if (nseq == 0) continue;
+        if (nseq == 0 || !dist_mine(mb)) continue;   // under MPI, rank mb mod N takes micro-batch mb
         const float *hN = lm_forward(ref, a, w->tokens, w->cu, nseq, N);
         logsoftmax_gather_forward(w->lw.logp, w->lw.lse, NULL, NULL, NULL, 0, hN, lm_head_weight(ref),
                                   w->lw.rows, w->lw.ids, M, 1, c->C, c->V, 1.0f, w->lw.scratch, w->lw.scratch_size);
@@ -500,6 +526,7 @@ void grpo_ref_logprobs(const struct model *ref, struct lm_acts *a, struct grpo_w
         }
         ASSERT(m == M);
     }
+    share_ref_logprobs(b, first, count);
 }
 
 double grpo_minibatch_grad(const struct grpo_config *c, const struct grpo_policy *p,
@@ -519,10 +546,11 @@ double grpo_minibatch_grad(const struct grpo_config *c, const struct grpo_policy
     const float *wlm = lm_head_weight(m);
     double loss = 0;
     int next = first;
-    while (next < first + count) {
+    long long mb = 0;
+    for (; next < first + count; mb++) {
         int nseq, N;
         int M = pack_micro(w, b, &next, first + count, &nseq, &N);
-        if (nseq == 0) continue;
+        if (nseq == 0 || !dist_mine(mb)) continue;   // under MPI, rank mb mod N takes micro-batch mb
         const float *hN = lm_forward(m, a, w->tokens, w->cu, nseq, N);
         logsoftmax_gather_forward(w->lw.logp, w->lw.lse, w->entropy, NULL, NULL, 0, hN, wlm, w->lw.rows,
                                   w->lw.ids, M, 1, mc->C, mc->V, 1.0f, w->lw.scratch, w->lw.scratch_size);
@@ -533,6 +561,12 @@ double grpo_minibatch_grad(const struct grpo_config *c, const struct grpo_policy
         logsoftmax_gather_backward(w->lw.dh, p->lm_grads->lmw, w->lw.dlogp, NULL, hN, wlm, w->lw.rows, w->lw.ids,
                                    w->lw.lse, NULL, M, 1, mc->C, mc->V, 1.0f, w->lw.scratch, w->lw.scratch_size);
         p->backward(p->ctx, a, w->lw.dh);
+    }
+    static bool warned;
+    if (mb < dist_size() && !warned) {
+        warned = true;
+        log_warn("a minibatch packs into %lld forwards of at most --max-tokens tokens, fewer than the %d "
+                 "ranks: the others sit idle (lower --max-tokens)", mb, dist_size());
     }
     return loss;
 }

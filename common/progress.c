@@ -12,7 +12,7 @@ void progress_init(struct progress *p, const char *unit, long long total)
     *p = (struct progress){.unit = unit, .total = total};
     p->t0 = p->last = now_seconds();
     p->tty = isatty(STDERR_FILENO);
-    p->on = log_level >= LOG_LEVEL_INFO;
+    p->on = log_level >= LOG_LEVEL_INFO && !log_mute;
 }
 
 void progress_parse_every(const char *arg)

@@ -176,6 +176,8 @@ static int scan_record(struct rec_reader *r)
 // Reads more input into the buffer. Returns the number of bytes read (0 at end of input).
 // read(2), not fread: fread waits to fill its whole request, which would stall a pipeline whose
 // upstream writes one small record at a time.
+ssize_t (*rec_read_hook)(int fd, void *buf, size_t n) = read;
+
 static size_t fill(struct rec_reader *r)
 {
     if (r->off > 0) {                         // drop consumed bytes (borrowed data is dead now)
@@ -188,7 +190,7 @@ static size_t fill(struct rec_reader *r)
         r->buf = xrealloc(r->buf, r->cap);
     }
     for (;;) {
-        ssize_t n = read(fileno(r->fp), r->buf + r->len, r->cap - r->len);
+        ssize_t n = rec_read_hook(fileno(r->fp), r->buf + r->len, r->cap - r->len);
         if (n >= 0) { r->len += (size_t)n; return (size_t)n; }
         if (errno == EINTR) continue;
         die(EX_IOERR, "read %s:", r->name);
@@ -511,10 +513,12 @@ static void check(struct rec_writer *w, int rc)
     if (rc != 0) die(EX_IOERR, "write %s:", writer_name(w));
 }
 
+int rec_refuse_tty = 1;
+
 void rec_writer_open(struct rec_writer *w, FILE *fp)
 {
     // binary records would only garble a terminal (gzip refuses the same way)
-    if (isatty(fileno(fp))) die(EX_USAGE, "not writing msgpack to a terminal; pipe into to-json (or redirect to a file)");
+    if (rec_refuse_tty && isatty(fileno(fp))) die(EX_USAGE, "not writing msgpack to a terminal; pipe into to-json (or redirect to a file)");
     memset(w, 0, sizeof *w);
     w->fp = fp;
     msgpack_packer_init(&w->pk, w, write_cb);

@@ -38,6 +38,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #define REC_SCHEMA_VERSION 1
 #define REC_DEFAULT_MAX_BYTES ((size_t)64 << 20)
@@ -47,6 +48,10 @@
 
 // ---------------------------------------------------------------------------------------------
 // reader
+
+// How every reader gets its bytes: read(2), or under MPI (dist.h) rank 0's read broadcast to
+// every rank.
+extern ssize_t (*rec_read_hook)(int fd, void *buf, size_t n);
 
 struct rec_reader {
     FILE *fp;
@@ -123,6 +128,9 @@ struct rec_writer {
 
 // Exits 64 ("not writing msgpack to a terminal; pipe into to-json") when fp is a terminal.
 void rec_writer_open(struct rec_writer *w, FILE *fp);
+// 0 under MPI (dist.h): mpirun hands rank 0's stdout a pseudo-terminal of its own (binary-safe)
+// whatever the job's stdout is, so the check would refuse every pipeline.
+extern int rec_refuse_tty;
 // Writes the header map. fields: a function that packs `nextra` extra key/value pairs after the
 // standard ones (schema, schema_version, producer, upstream); may be NULL with nextra = 0.
 // upstream: the input stream's header, nested as "upstream" (NULL for a source tool).

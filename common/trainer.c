@@ -1,6 +1,7 @@
 // trainer.c — see trainer.h.
 #include "trainer.h"
 #include "blas.h"
+#include "dist.h"
 #include "json.h"
 #include "lora.h"
 #include "progress.h"
@@ -17,6 +18,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <xxhash.h>
 
 // ---------------------------------------------------------------------------------------------
 // options
@@ -446,6 +449,8 @@ static void newest_checkpoint_dir(struct trainer *t, const char **src, long *ck,
     free(v);
 }
 
+static void check_ranks_agree(const struct trainer *t);   // below
+
 void trainer_init(struct trainer *t, const struct trainer_options *o)
 {
     memset(t, 0, sizeof *t);
@@ -454,7 +459,7 @@ void trainer_init(struct trainer *t, const struct trainer_options *o)
     t->cont_step = -1;
     t->tool_state = json_object();
     blas_init(o->threads);
-    out_dir_prepare(o->out_dir);
+    if (dist_rank() == 0) out_dir_prepare(o->out_dir);   // rank 0 alone writes (dist.h)
 
     // Where the run's state comes from: --out's own checkpoint (--resume), --continue's, or none.
     bool ck_lora = false;
@@ -547,6 +552,22 @@ void trainer_init(struct trainer *t, const struct trainer_options *o)
         log_warn("--continue %s: the run is at step %ld of --steps %ld; nothing to train", src, t->step, t->opt.steps);
     t->start_hash = trainer_hash(t);
     t->base_hash = model_hash(&t->model);
+    check_ranks_agree(t);
+}
+
+// Under MPI every rank loads the model and the run state itself (a checkpoint in --out must be
+// on a filesystem every rank sees): the ranks must start from the same weights, moments and step.
+static void check_ranks_agree(const struct trainer *t)
+{
+    if (dist_size() == 1) return;
+    const char *hint = ": every rank must read the same --model, and --out (for --resume) and "
+                       "--continue on a filesystem shared by all ranks (docs/scaling.md)";
+    XXH64_hash_t w[2] = {t->start_hash, t->base_hash};
+    dist_check_same("the starting weights (xxh3 of model and adapter)", XXH3_64bits(w, sizeof w), hint);
+    XXH64_hash_t st[5] = {(XXH64_hash_t)t->step, (XXH64_hash_t)t->data_pos, (XXH64_hash_t)t->epoch,
+                          (XXH64_hash_t)t->opt.seed,
+                          XXH3_64bits(t->m1, t->nparams * sizeof(float)) ^ XXH3_64bits(t->m2, t->nparams * sizeof(float))};
+    dist_check_same("the run state (step, records consumed, seed, optimizer moments)", XXH3_64bits(st, sizeof st), hint);
 }
 
 uint64_t trainer_hash(const struct trainer *t)
@@ -643,7 +664,7 @@ void trainer_begin(struct trainer *t, struct rec_writer *w, const msgpack_object
     struct header_ctx h = {t, ntool, tool_opts, ctx};
     rec_write_header(w, "srlm.metrics", upstream, t->lora ? 8 : 7, pack_header, &h);
     rec_flush(w);
-    if (t->opt.log_dir) t->tb = tfevents_open(t->opt.log_dir);
+    if (t->opt.log_dir && dist_rank() == 0) t->tb = tfevents_open(t->opt.log_dir);
     t->t_start = t->t_last = now_seconds();
 }
 
@@ -741,6 +762,9 @@ static void log_tensorboard(struct trainer *t, long s, const struct trainer_metr
 int trainer_step(struct trainer *t, const struct trainer_metrics *m)
 {
     long s = t->step + 1;
+    // Under MPI each rank holds the gradient of its micro-batches (already divided by the step's
+    // global denominator): their sum is the step's gradient, on every rank.
+    dist_sum_f32(t->grad_memory, t->nparams);
     const float *g = t->grad_memory;
     double gn = grad_norm(&g, &t->nparams, 1);
     if (!isfinite(m->loss) || !isfinite(gn))
@@ -877,6 +901,7 @@ static char *checkpoint_dir_path(const char *out, long step, bool tmp)
 // --save-total-limit are removed.
 static void save_checkpoint_dir(struct trainer *t)
 {
+    if (dist_rank() > 0) return;
     const char *out = t->opt.out_dir;
     char *tmp = checkpoint_dir_path(out, t->step, true), *dst = checkpoint_dir_path(out, t->step, false);
     remove_tree(tmp);
@@ -900,6 +925,7 @@ static void save_checkpoint_dir(struct trainer *t)
 void trainer_checkpoint(struct trainer *t)
 {
     const struct trainer_options *o = &t->opt;
+    if (dist_rank() > 0) { t->saved_step = t->step; return; }   // rank 0 writes (dist.h)
     write_checkpoint(t, o->out_dir);
     remove_other_states(o->out_dir, t->step);
     t->saved_step = t->step;

@@ -33,6 +33,13 @@
 // Gradients: each micro-batch's loss must already be divided by the denominator of the WHOLE
 // optimizer step (loss.h), so the buffers hold the step's gradient when trainer_step runs.
 //
+// Under MPI (dist.h; docs/scaling.md) every rank runs the same loop on the same records, and
+// computes only the micro-batches dealt to it (dist_mine(j)); trainer_step first sums the
+// gradient buffers over the ranks, so every rank makes the same AdamW step. The loss and the
+// figures in trainer_metrics must already be the whole step's (the tool sums its per-rank parts
+// with dist_sum_f64). trainer_init checks that every rank starts from the same weights and run
+// state (exit 65 otherwise); rank 0 alone creates --out, writes checkpoints, metrics and events.
+//
 // trainer_step(): the step number becomes t.step + 1 =: s (1-based). In order:
 //   1. grad_norm = global L2 norm of all trainable gradients (optim.h, before clipping);
 //   2. if loss or grad_norm is not finite: exit 70 "step s: non-finite loss (...)", writing

@@ -17,6 +17,9 @@
 
 const char *progname = "srlm";
 int log_level = LOG_LEVEL_INFO;
+int log_mute = 0;
+void (*util_fatal_hook)(int code, const char *msg) = NULL;
+void (*util_exit_hook)(void) = NULL;
 
 void tool_init(const char *argv0)
 {
@@ -30,24 +33,34 @@ void tool_init(const char *argv0)
         die(EX_SOFTWARE, "this build needs a little-endian host (streams and safetensors are little-endian)");
 }
 
-static void vmessage(const char *prefix, const char *fmt, va_list ap)
+static void format_message(char *out, size_t cap, const char *prefix, const char *fmt, va_list ap)
 {
     int saved = errno;
     char buf[2048];
     vsnprintf(buf, sizeof buf, fmt, ap);
     size_t n = strlen(buf);
     if (n > 0 && buf[n - 1] == ':')
-        fprintf(stderr, "%s: %s%s %s\n", progname, prefix, buf, strerror(saved));
+        snprintf(out, cap, "%s%s %s", prefix, buf, strerror(saved));
     else
-        fprintf(stderr, "%s: %s%s\n", progname, prefix, buf);
+        snprintf(out, cap, "%s%s", prefix, buf);
+}
+
+static void vmessage(const char *prefix, const char *fmt, va_list ap)
+{
+    char msg[2304];
+    format_message(msg, sizeof msg, prefix, fmt, ap);
+    fprintf(stderr, "%s: %s\n", progname, msg);
 }
 
 void die(int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vmessage("", fmt, ap);
+    char msg[2304];
+    format_message(msg, sizeof msg, "", fmt, ap);
     va_end(ap);
+    if (util_fatal_hook) util_fatal_hook(code, msg);
+    fprintf(stderr, "%s: %s\n", progname, msg);
     // Data already written is flushed so a downstream consumer sees whole records, then the
     // missing end record tells it the stream is incomplete.
     fflush(stdout);
@@ -58,15 +71,22 @@ void usage_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vmessage("", fmt, ap);
+    char msg[2304];
+    format_message(msg, sizeof msg, "", fmt, ap);
     va_end(ap);
+    if (util_fatal_hook) {
+        char hint[2560];
+        snprintf(hint, sizeof hint, "%s (try '%s --help')", msg, progname);
+        util_fatal_hook(EX_USAGE, hint);
+    }
+    fprintf(stderr, "%s: %s\n", progname, msg);
     fprintf(stderr, "Try '%s --help' for more information.\n", progname);
     exit(EX_USAGE);
 }
 
 void log_warn(const char *fmt, ...)
 {
-    if (log_level < LOG_LEVEL_WARN) return;
+    if (log_level < LOG_LEVEL_WARN || log_mute) return;
     va_list ap;
     va_start(ap, fmt);
     vmessage("warning: ", fmt, ap);
@@ -75,7 +95,7 @@ void log_warn(const char *fmt, ...)
 
 void log_info(const char *fmt, ...)
 {
-    if (log_level < LOG_LEVEL_INFO) return;
+    if (log_level < LOG_LEVEL_INFO || log_mute) return;
     va_list ap;
     va_start(ap, fmt);
     vmessage("", fmt, ap);
@@ -84,7 +104,7 @@ void log_info(const char *fmt, ...)
 
 void log_debug(const char *fmt, ...)
 {
-    if (log_level < LOG_LEVEL_DEBUG) return;
+    if (log_level < LOG_LEVEL_DEBUG || log_mute) return;
     va_list ap;
     va_start(ap, fmt);
     vmessage("", fmt, ap);
@@ -107,6 +127,7 @@ void tool_exit(int code)
         die(EX_IOERR, "write <stdout>:");
     }
     if (fclose(stdout) != 0) die(EX_IOERR, "write <stdout>:");
+    if (util_exit_hook) util_exit_hook();
     exit(code);
 }
 

@@ -26,6 +26,14 @@ enum log_level { LOG_LEVEL_QUIET = 0, LOG_LEVEL_WARN = 1, LOG_LEVEL_INFO = 2, LO
 extern int log_level;          // default LOG_LEVEL_INFO; -q lowers, -v raises
 
 void tool_init(const char *argv0);
+
+// Hooks for a tool run as one rank of several (dist.h sets them; NULL otherwise).
+// util_fatal_hook(code, message) replaces die()'s and usage_error()'s report and exit;
+// util_exit_hook() runs in tool_exit() before the process exits; log_mute silences log_* and
+// progress lines.
+extern void (*util_fatal_hook)(int code, const char *msg);
+extern void (*util_exit_hook)(void);
+extern int log_mute;
 _Noreturn void tool_exit(int code);
 _Noreturn void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

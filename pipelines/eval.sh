@@ -20,7 +20,10 @@
 # Environment: THREADS (rollout's --threads; default: rollout's own, every CPU this process may
 # use), SEED (default 1337), MAX_NEW (default 160 tokens), TEMPERATURE (default 0.7).
 # Exit status: 0 ok, 64 usage, 66 a missing MODEL or TEST.jsonl, else that of the failing tool.
+# MPIRUN: a launcher for the model stages, e.g. MPIRUN="mpirun -q -np 4 --hostfile hosts"
+# (docs/scaling.md); unset: one process each.
 set -euo pipefail
+read -r -a mpi <<< "${MPIRUN:-}"
 
 if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; fi
 [ $# -ge 3 ] && [ $# -le 4 ] || { echo "usage: eval.sh MODEL TEST.jsonl OUT [K] (see --help)" >&2; exit 64; }
@@ -36,11 +39,11 @@ threads=()
 label=$(basename "$out")
 
 tokenize --tokenizer "$model" < "$test" \
-  | rollout --model "$model" --greedy -G 1 --max-new-tokens "$max_new" "${threads[@]}" --seed "$seed" -q \
+  | ${mpi[@]+"${mpi[@]}"} rollout --model "$model" --greedy -G 1 --max-new-tokens "$max_new" "${threads[@]}" --seed "$seed" -q \
   | score --task gsm8k -q > "$out.greedy.mp"
 evaluate --greedy --json --label "$label" -q < "$out.greedy.mp" > "$out.greedy.json"
 
 tokenize --tokenizer "$model" < "$test" \
-  | rollout --model "$model" -G "$k" --temperature "$temp" --max-new-tokens "$max_new" "${threads[@]}" --seed "$seed" -q \
+  | ${mpi[@]+"${mpi[@]}"} rollout --model "$model" -G "$k" --temperature "$temp" --max-new-tokens "$max_new" "${threads[@]}" --seed "$seed" -q \
   | score --task gsm8k -q > "$out.sampled.mp"
 evaluate --k "1,$k" --json --label "$label" -q < "$out.sampled.mp" > "$out.sampled.json"

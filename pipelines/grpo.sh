@@ -53,7 +53,10 @@
 # bits (sampling is keyed by seed, id and position). Once iteration i is done, the optimizer
 # state of iteration i-1 (its state-* directory) is removed; every iteration keeps its weights.
 # The tools are found on PATH; from a checkout: PATH="$PWD/bin:$PATH" pipelines/grpo.sh ...
+# MPIRUN: a launcher for the model stages, e.g. MPIRUN="mpirun -q -np 4 --hostfile hosts"
+# (docs/scaling.md); unset: one process each.
 set -euo pipefail
+read -r -a mpi <<< "${MPIRUN:-}"
 
 die() { echo "grpo.sh: $*" >&2; exit 64; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -143,7 +146,7 @@ eval_point() {
     [ "$i" -gt 0 ] && step=$(to-json "$out/iter-$i/metrics.mp" | jq -s '[.[] | select(.kind == "metrics") | .step] | max // 0')
     # shellcheck disable=SC2046
     tokenize --tokenizer "$model" ${tok_args[@]+"${tok_args[@]}"} < "$evalf" \
-        | rollout $(policy_args "$i") --greedy -G 1 --max-new-tokens "${MAX_NEW:-160}" --seed "$seed" -q \
+        | ${mpi[@]+"${mpi[@]}"} rollout $(policy_args "$i") --greedy -G 1 --max-new-tokens "${MAX_NEW:-160}" --seed "$seed" -q \
             ${thr_args[@]+"${thr_args[@]}"} \
         | score ${score_args[@]+"${score_args[@]}"} \
         | evaluate --greedy --json -q > "$out/eval-$i.json"
@@ -163,11 +166,11 @@ for ((i = 1; i <= iters; i++)); do
     # shellcheck disable=SC2046
     prompts_of "$i" \
         | tokenize --tokenizer "$model" ${tok_args[@]+"${tok_args[@]}"} \
-        | rollout $(policy_args $((i - 1))) -G "$G" --temperature "$temperature" --seed $((seed + i)) \
+        | ${mpi[@]+"${mpi[@]}"} rollout $(policy_args $((i - 1))) -G "$G" --temperature "$temperature" --seed $((seed + i)) \
             ${thr_args[@]+"${thr_args[@]}"} ${roll_args[@]+"${roll_args[@]}"} \
         | score ${score_args[@]+"${score_args[@]}"} \
         | tee "$dir/samples.mp" \
-        | rl-step "${start[@]}" --out "$dir" "${sched[@]}" ${ref_args[@]+"${ref_args[@]}"} \
+        | ${mpi[@]+"${mpi[@]}"} rl-step "${start[@]}" --out "$dir" "${sched[@]}" ${ref_args[@]+"${ref_args[@]}"} \
             ${thr_args[@]+"${thr_args[@]}"} ${rl_args[@]+"${rl_args[@]}"} \
         > "$dir/metrics.mp"
     # mean reward of the iteration's samples, and the run's step its first update took

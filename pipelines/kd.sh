@@ -20,7 +20,10 @@
 # the options), TOKENIZE_ARGS. The teacher stream is made once and reused while it is newer than
 # TRAIN.jsonl.
 # Exit status: 0 ok, 64 usage, 66 a missing TRAIN.jsonl or tokenizer, else that of the failing tool.
+# MPIRUN: a launcher for the model stages, e.g. MPIRUN="mpirun -q -np 4 --hostfile hosts"
+# (docs/scaling.md); unset: one process each.
 set -euo pipefail
+read -r -a mpi <<< "${MPIRUN:-}"
 
 if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; fi
 [ $# -ge 4 ] || { echo "usage: kd.sh TEACHER STUDENT TRAIN.jsonl OUT [sft-step options...] (see --help)" >&2; exit 64; }
@@ -36,13 +39,13 @@ data=$out/data/train-kd.mp
 if [ ! -s "$data" ] || [ "$train" -nt "$data" ]; then
     # shellcheck disable=SC2086
     tokenize --tokenizer "$student" ${TOKENIZE_ARGS:-} < "$train" \
-        | teacher-logits --model "$teacher" --top-k "${TOP_K:-32}" \
+        | ${mpi[@]+"${mpi[@]}"} teacher-logits --model "$teacher" --top-k "${TOP_K:-32}" \
             --temperature "${TEACHER_TEMPERATURE:-1}" "${threads[@]}" -q > "$data.tmp"
     mv "$data.tmp" "$data"
 fi
 metrics=$out/metrics.mp
 n=1
 while [ -e "$metrics" ] && [[ " $* " == *" --resume "* ]]; do metrics=$out/metrics-$n.mp; n=$((n + 1)); done
-sft-step --model "$student" --out "$out" --loss kd "$@" "$data" > "$metrics"
+${mpi[@]+"${mpi[@]}"} sft-step --model "$student" --out "$out" --loss kd "$@" "$data" > "$metrics"
 to-json "$metrics" | sed -n 's/.*"kind":"metrics","step":\([0-9]*\),"loss":\([^,]*\),.*/\1\t\2/p' > "$out/loss.tsv"
 echo "kd.sh: $(wc -l < "$out/loss.tsv") steps, loss $(head -1 "$out/loss.tsv" | cut -f2) -> $(tail -1 "$out/loss.tsv" | cut -f2); checkpoint in $out" >&2

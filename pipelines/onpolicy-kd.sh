@@ -17,7 +17,10 @@
 # MAX_NEW (default 256), TOP_K (default 16), SEED (default 1337), THREADS (default 2),
 # LORA_RANK (default 0: every weight; R > 0 trains one LoRA adapter of rank R over the rounds,
 # and the student samples with STUDENT + the previous round's adapter).
+# MPIRUN: a launcher for the model stages, e.g. MPIRUN="mpirun -q -np 4 --hostfile hosts"
+# (docs/scaling.md); unset: one process each.
 set -euo pipefail
+read -r -a mpi <<< "${MPIRUN:-}"
 case " $* " in *" -h "*|*" --help "*) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 [ $# -ge 4 ] || { echo "usage: onpolicy-kd.sh TEACHER STUDENT PROMPTS.jsonl OUT [sft-step options...]" >&2; exit 64; }
 teacher=$1 student=$2 prompts=$3 out=$4
@@ -35,11 +38,11 @@ for ((i = 1; i <= rounds; i++)); do
     [ "$i" -gt 1 ] && start+=(--continue "$policy")
     [ "$lora" -gt 0 ] && [ "$i" -gt 1 ] && sampler=(--model "$student" --adapter "$policy")
     tokenize --tokenizer "$student" < "$prompts" \
-      | rollout "${sampler[@]}" -G "${G:-2}" --temperature "${TEMPERATURE:-1}" \
+      | ${mpi[@]+"${mpi[@]}"} rollout "${sampler[@]}" -G "${G:-2}" --temperature "${TEMPERATURE:-1}" \
           --max-new-tokens "${MAX_NEW:-256}" --seed $(( ${SEED:-1337} + i )) --threads "$threads" -q \
-      | teacher-logits --model "$teacher" --top-k "${TOP_K:-16}" --threads "$threads" -q \
+      | ${mpi[@]+"${mpi[@]}"} teacher-logits --model "$teacher" --top-k "${TOP_K:-16}" --threads "$threads" -q \
       > "$dir/samples.mp"
-    sft-step "${start[@]}" --out "$dir" --loss kd --kd rkl --threads "$threads" "$@" \
+    ${mpi[@]+"${mpi[@]}"} sft-step "${start[@]}" --out "$dir" --loss kd --kd rkl --threads "$threads" "$@" \
         "$dir/samples.mp" > "$dir/metrics.mp"
     echo "onpolicy-kd.sh: round $i/$rounds -> $dir" >&2
     touch "$dir/DONE"

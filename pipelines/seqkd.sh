@@ -18,7 +18,10 @@
 # filtered stream goes to sft-step unchanged; from-json recounts the end record after jq.
 # Exit status: 0 ok, 64 usage, 65 the teacher solved nothing, 66 a missing PROMPTS.jsonl, else
 # that of the failing tool.
+# MPIRUN: a launcher for the model stages, e.g. MPIRUN="mpirun -q -np 4 --hostfile hosts"
+# (docs/scaling.md); unset: one process each.
 set -euo pipefail
+read -r -a mpi <<< "${MPIRUN:-}"
 if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; fi
 [ $# -ge 4 ] || { echo "usage: seqkd.sh TEACHER STUDENT PROMPTS.jsonl OUT [sft-step options...]" >&2; exit 64; }
 teacher=$1 student=$2 prompts=$3 out=$4
@@ -28,7 +31,7 @@ threads=()
 [ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
 mkdir -p "$out"
 tokenize --tokenizer "$teacher" < "$prompts" \
-  | rollout --model "$teacher" -G "${G:-4}" --temperature "${TEMPERATURE:-0.7}" \
+  | ${mpi[@]+"${mpi[@]}"} rollout --model "$teacher" -G "${G:-4}" --temperature "${TEMPERATURE:-0.7}" \
       --max-new-tokens "${MAX_NEW:-256}" --seed "${SEED:-1337}" "${threads[@]}" -q \
   | score --task gsm8k -q \
   | to-json | jq -c 'select(.kind != "sample" or .rewards.correct == 1)' | from-json \
@@ -37,4 +40,4 @@ mv "$out/teacher-correct.mp.tmp" "$out/teacher-correct.mp"
 kept=$(to-json --no-frame "$out/teacher-correct.mp" | wc -l)
 echo "seqkd.sh: $kept correct teacher samples kept" >&2
 [ "$kept" -gt 0 ] || { echo "seqkd.sh: the teacher solved nothing: nothing to distil" >&2; exit 65; }
-sft-step --model "$student" --out "$out" "${threads[@]}" "$@" "$out/teacher-correct.mp" > "$out/metrics.mp"
+${mpi[@]+"${mpi[@]}"} sft-step --model "$student" --out "$out" "${threads[@]}" "$@" "$out/teacher-correct.mp" > "$out/metrics.mp"

@@ -18,7 +18,10 @@
 # Exit status: 0 ok, 64 usage, 66 a missing TRAIN.jsonl or tokenizer, else that of the failing tool.
 #
 # The tools are found on PATH; from a checkout: PATH="$PWD/bin:$PATH" pipelines/sft.sh ...
+# MPIRUN: a launcher for the model stages, e.g. MPIRUN="mpirun -q -np 4 --hostfile hosts"
+# (docs/scaling.md); unset: one process each.
 set -euo pipefail
+read -r -a mpi <<< "${MPIRUN:-}"
 
 if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; fi
 [ $# -ge 3 ] || { echo "usage: sft.sh MODEL TRAIN.jsonl OUT [sft-step options...] (see --help)" >&2; exit 64; }
@@ -37,6 +40,6 @@ fi
 metrics=$out/metrics.mp
 n=1
 while [ -e "$metrics" ] && [[ " $* " == *" --resume "* ]]; do metrics=$out/metrics-$n.mp; n=$((n + 1)); done
-sft-step --model "$model" --out "$out" "$@" "$data" > "$metrics"
+${mpi[@]+"${mpi[@]}"} sft-step --model "$model" --out "$out" "$@" "$data" > "$metrics"
 to-json "$metrics" | sed -n 's/.*"kind":"metrics","step":\([0-9]*\),"loss":\([^,]*\),.*/\1\t\2/p' > "$out/loss.tsv"
 echo "sft.sh: $(wc -l < "$out/loss.tsv") steps, loss $(head -1 "$out/loss.tsv" | cut -f2) -> $(tail -1 "$out/loss.tsv" | cut -f2); checkpoint in $out" >&2

@@ -24,7 +24,10 @@
 # timings. Finished stages are kept (OUT/<stage>.done), so a killed run resumes where it stopped.
 # Exit status: 0 done (the report's path on stdout), 64 a bad variable, else the status of the
 # stage that failed (see that tool's --help).
+# MPIRUN: a launcher for the model stages, e.g. MPIRUN="mpirun -q -np 4 --hostfile hosts"
+# (docs/scaling.md); unset: one process each.
 set -euo pipefail
+read -r -a mpi <<< "${MPIRUN:-}"
 case ${1:-} in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 here=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$here/bin:$here/pipelines:$PATH"
@@ -111,7 +114,7 @@ teacher_samples() {
     # Samples are examples too (prompt + completion tokens, the completion trained), so the
     # filtered stream goes to sft-step as it is; from-json recounts the end record.
     tokenize --tokenizer "$OUT/teacher" < "$OUT/train.jsonl" \
-        | rollout --model "$OUT/teacher" -G 1 --temperature 0.7 --max-new-tokens 160 \
+        | ${mpi[@]+"${mpi[@]}"} rollout --model "$OUT/teacher" -G 1 --temperature 0.7 --max-new-tokens 160 \
             --threads "$THREADS" --seed "$SEED" -q \
         | score --task gsm8k -q \
         | to-json | jq -c 'select(.kind != "sample" or .rewards.correct == 1)' | from-json \
@@ -129,7 +132,7 @@ kd() {   # kd NAME START: logit distillation from the teacher's top-k, forward K
 }
 seqkd() {   # seqkd NAME START: the student trains on the teacher's correct sampled solutions
     mkdir -p "$OUT/$1"
-    sft-step --model "$OUT/$2" --out "$OUT/$1" --steps "$SFT_STEPS" --epochs 100 --lr 3e-3 \
+    ${mpi[@]+"${mpi[@]}"} sft-step --model "$OUT/$2" --out "$OUT/$1" --steps "$SFT_STEPS" --epochs 100 --lr 3e-3 \
         --schedule cosine --warmup "$WARMUP" "${TRAIN_ARGS[@]}" "$OUT/teacher-correct.mp" > "$OUT/$1/metrics.mp"
 }
 grpo() {   # grpo NAME START LR: one optimizer run of RL_ITERS x RL_MINIBATCHES steps

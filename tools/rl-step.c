@@ -14,7 +14,9 @@
 // them make epochs x minibatches optimizer steps (PPO-style reuse). The old log-probs of the
 // ratio stay those of the stream; the reference log-probs are computed once per batch. The
 // objective is common/grpo.h; the optimizer, checkpoints and the non-finite guard are
-// common/trainer.h's.
+// common/trainer.h's. Under mpirun (docs/scaling.md) each minibatch's packed forwards (at most
+// --max-tokens tokens each) are dealt to the ranks, and rank 0 alone reads and writes.
+#include "dist.h"
 #include "grpo.h"
 #include "lora.h"
 #include "rec.h"
@@ -167,7 +169,8 @@ static void parse_args(int argc, char **argv)
             usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
-    input = open_input_operand(argc, argv, optind, &input_name);
+    input = dist_rank() == 0 ? open_input_operand(argc, argv, optind, &input_name)
+                             : dist_open_input(optind < argc ? argv[optind] : NULL, &input_name);
     apply_recipe();
     trainer_options_check(&topt);
     if (opt.g.beta > 0 && !opt.ref) usage_error("--beta %g needs a reference model (--ref DIR)", opt.g.beta);
@@ -305,6 +308,14 @@ static int one_step(struct run *R, int first, int count)
     grpo_stats_zero(&R->st);
     long tokens;
     double loss = grpo_minibatch_grad(&opt.g, &R->policy, &R->a, &R->ws, &R->b, first, count, &R->st, &tokens);
+    // under MPI each rank has its micro-batches' share: the step's figures are their sums (and
+    // extremes); trainer_step sums the gradients
+    double sums[7] = {loss, R->st.tokens, R->st.kl_sum, R->st.clip_low, R->st.clip_high, R->st.ratio_sum, R->st.entropy_sum};
+    dist_sum_f64(sums, 7);
+    loss = sums[0], R->st.tokens = sums[1], R->st.kl_sum = sums[2], R->st.clip_low = sums[3];
+    R->st.clip_high = sums[4], R->st.ratio_sum = sums[5], R->st.entropy_sum = sums[6];
+    dist_min_f64(&R->st.ratio_min, 1);
+    dist_max_f64(&R->st.ratio_max, 1);
     if (tokens == 0) {
         log_info("batch %ld epoch %d minibatch %d: no trained tokens, no step", R->batch_index + 1,
                  R->ppo_epoch + 1, R->minibatch + 1);
@@ -406,6 +417,7 @@ static void open_ref(struct run *R)
 int main(int argc, char **argv)
 {
     tool_init(argv[0]);
+    dist_init(argc, argv);
     parse_args(argc, argv);
     static struct run R;
     trainer_init(&R.t, &topt);

@@ -16,11 +16,14 @@
 //         lora_policy_hash(base, adapter), with base_model_xxh3 and adapter_xxh3 beside it.
 //
 // The logic is in common/generate.c (batched decoding) and common/sampler.c (the draw).
+// Under mpirun (docs/scaling.md) prompt i runs on rank i mod N and rank 0 writes the groups in
+// input order: the same bytes for any number of ranks.
 #include <getopt.h>
 #include <string.h>
 
 #include "progress.h"
 #include "blas.h"
+#include "dist.h"
 #include "generate.h"
 #include "lora.h"
 #include "model.h"
@@ -235,6 +238,7 @@ static void make_config(struct gen_config *gc, const struct model *m, const stru
 
 // One prompt of the current batch: the record's bytes (to pass its fields through) and its prompt.
 struct prompt {
+    long long idx;            // place in the input (0-based): the group's place in the output
     msgpack_sbuffer raw;
     char *id;
     int32_t *tokens;
@@ -313,9 +317,58 @@ static void write_group(struct rec_writer *w, const struct tokenizer *tok, struc
     free(seq), free(mask);
 }
 
+// The input's prompts, as this rank takes them. One process reads on as prompts are needed.
+// Under MPI (dist.h) every rank first reads the whole input (rank 0's bytes), checking every
+// record, and keeps the prompts it owns (index mod ranks): reading on demand would tie each
+// rank's reads to rank 0's, since every read is a collective.
+struct source {
+    struct rec_reader *r;
+    const struct model *m;
+    struct prompt *own;       // (sharded) this rank's prompts, in order
+    size_t nown, next;
+    long long nread;          // records read
+};
+
+static void source_open(struct source *src, struct rec_reader *r, const struct model *m)
+{
+    memset(src, 0, sizeof *src);
+    src->r = r, src->m = m;
+    if (dist_size() == 1) return;
+    size_t cap = 0;
+    msgpack_object rec;
+    while (rec_reader_next_data(r, &rec)) {
+        struct prompt p;
+        read_prompt(r, &rec, m, &p);
+        p.idx = src->nread++;
+        if (!dist_mine(p.idx)) {
+            msgpack_sbuffer_destroy(&p.raw);
+            free(p.id), free(p.tokens);
+            continue;
+        }
+        if (src->nown == cap) src->own = xrealloc(src->own, (cap = 2 * cap + 16) * sizeof *src->own);
+        src->own[src->nown++] = p;
+    }
+}
+
+// The next prompt of this rank into *p; false at the end.
+static bool source_next(struct source *src, struct prompt *p)
+{
+    if (dist_size() > 1) {
+        if (src->next == src->nown) return false;
+        *p = src->own[src->next++];
+        return true;
+    }
+    msgpack_object rec;
+    if (!rec_reader_next_data(src->r, &rec)) return false;
+    read_prompt(src->r, &rec, src->m, p);
+    p->idx = src->nread++;
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     tool_init(argv[0]);
+    dist_init(argc, argv);
     parse_args(argc, argv);
     blas_init(opt.threads);
     struct model m;
@@ -344,13 +397,16 @@ int main(int argc, char **argv)
     struct rec_reader r;
     struct rec_writer w;
     const char *in_name;
-    FILE *in = open_input_path(opt.input, &in_name);
+    FILE *in = dist_open_input(opt.input, &in_name);
     rec_reader_open(&r, in, in_name, opt.max_record_bytes);
     const msgpack_object *hdr = rec_read_header(&r, schemas, "rollout reads prompts from tokenize");
     rec_check_tokenizer(&r, hdr, tokenizer_hash_hex(tok), tokenizer_path(tok), "the model's");
     rec_writer_open(&w, stdout);
     rec_write_header(&w, "srlm.samples", hdr, opt.adapter ? 9 : 7, pack_header, &x);
     rec_flush(&w);
+    dist_out_open(&w);
+    struct source src;
+    source_open(&src, &r, &m);
 
     struct generator *g = generator_new(&m, tok, &gc);
     // Prompts read ahead: enough to refill every slot twice over, so a slot never waits for
@@ -361,23 +417,23 @@ int main(int argc, char **argv)
     int head = 0;
     size_t nprompts = 0, finish_count[3] = {0};
     bool eof = false;
-    msgpack_object rec;
     double t0 = now_seconds();
     struct progress pg;
     progress_init(&pg, "prompts", -1);
     long long new_before = 0;
     for (;;) {
         while (!eof && gen_pending(g) < window) {
-            if (!rec_reader_next_data(&r, &rec)) { eof = true; break; }
             struct prompt *p = &pq[(head + gen_pending(g)) % window];
-            read_prompt(&r, &rec, &m, p);
+            if (!source_next(&src, p)) { eof = true; break; }
             struct gen_prompt gp = {p->id, strlen(p->id), p->tokens, p->len};
             gen_submit(g, &gp);
             nprompts++;
         }
         const struct gen_sample *out;
         while ((out = gen_done(g))) {
-            write_group(&w, tok, &pq[head], out, finish_count);
+            long long idx = pq[head].idx;
+            write_group(dist_item_begin(), tok, &pq[head], out, finish_count);
+            dist_item_end(idx);
             gen_release(g);
             head = (head + 1) % window;
             progress_add(&pg, 1, generator_stats(g)->new_tokens - new_before);
@@ -390,10 +446,23 @@ int main(int argc, char **argv)
         if (!gen_step(g) && !gen_done(g)) die(EX_SOFTWARE, "rollout: the generator stalled");
     }
     progress_end(&pg);
+    dist_out_close(src.nread);
     rec_write_end(&w);
 
-    const struct gen_stats *st = generator_stats(g);
+    // the job's figures: every rank's counts summed, its seconds the slowest rank's
+    const struct gen_stats *gs = generator_stats(g);
     double dt = now_seconds() - t0;
+    double sum[9] = {(double)nprompts, (double)gs->new_tokens, (double)finish_count[0], (double)finish_count[1],
+                     (double)finish_count[2], (double)gs->prefill_tokens, (double)gs->decode_steps, (double)gs->decode_rows, 0};
+    double slow[3] = {gs->prefill_seconds, gs->decode_seconds, dt};
+    dist_sum_f64(sum, 9), dist_max_f64(slow, 3);
+    nprompts = (size_t)sum[0];
+    for (int i = 0; i < 3; i++) finish_count[i] = (size_t)sum[2 + i];
+    struct gen_stats all = *gs;
+    all.new_tokens = (long long)sum[1], all.prefill_tokens = (long long)sum[5];
+    all.decode_steps = (long long)sum[6], all.decode_rows = (long long)sum[7];
+    all.prefill_seconds = slow[0], all.decode_seconds = slow[1], dt = slow[2];
+    const struct gen_stats *st = &all;
     log_info("prompts=%zu samples=%zu new_tokens=%lld eos=%zu stop=%zu length=%zu prefill_tok/s=%.1f "
              "decode_tok/s=%.1f mean_batch=%.1f tok/s=%.1f seconds=%.2f",
              nprompts, nprompts * (size_t)opt.G, st->new_tokens, finish_count[GEN_FINISH_EOS],
@@ -401,7 +470,7 @@ int main(int argc, char **argv)
              st->prefill_seconds > 0 ? st->prefill_tokens / st->prefill_seconds : 0.0,
              st->decode_seconds > 0 ? st->new_tokens / st->decode_seconds : 0.0,
              st->decode_steps ? (double)st->decode_rows / st->decode_steps : 0.0, dt > 0 ? st->new_tokens / dt : 0.0, dt);
-    free(pq);
+    free(pq), free(src.own);
     generator_free(g);
     rec_reader_close(&r);
     close_input(in);

@@ -14,6 +14,9 @@
 // buffered first, so its loss is the mean over ALL trained tokens of the step whatever the split
 // (each micro-batch divides by the step's total). Records with no trained token are skipped.
 // Losses and their formulas: docs/training.md; common/kd.h for distillation.
+// Under mpirun (docs/scaling.md): micro-batch j of each step is computed by rank j mod N, the
+// gradients are summed over the ranks, and rank 0 alone reads the input and writes.
+#include "dist.h"
 #include "kd.h"
 #include "lm.h"
 #include "loss.h"
@@ -359,8 +362,11 @@ static void micro_batch(struct work *k, const struct example *ex, int nex, doubl
 static int run_step(struct work *k, struct step *s, double tscale)
 {
     k->ce = k->kd = 0;
-    for (int j = 0; j < s->nmb; j++)
-        micro_batch(k, s->ex + s->first[j], s->first[j + 1] - s->first[j], (double)s->W, tscale);
+    for (int j = 0; j < s->nmb; j++)   // under MPI, rank j mod N takes micro-batch j (dist.h)
+        if (dist_mine(j)) micro_batch(k, s->ex + s->first[j], s->first[j + 1] - s->first[j], (double)s->W, tscale);
+    double sums[2] = {k->ce, k->kd};
+    dist_sum_f64(sums, 2);   // trainer_step sums the gradients the same way
+    k->ce = sums[0], k->kd = sums[1];
     double W = (double)s->W, T = opt.kdc.temperature;
     double loss = opt.kd ? (opt.alpha * k->ce + (1 - opt.alpha) * T * T * k->kd) / W : k->ce / W;
     k->ce /= W, k->kd /= W;
@@ -385,7 +391,7 @@ static const msgpack_object *input_start(struct rec_reader *r, FILE **fp, int pa
         if (lseek(fileno(stdin), 0, SEEK_SET) != 0) die(EX_IOERR, "rewind <stdin>:");
         *fp = stdin, name = "<stdin>";
     } else {
-        *fp = open_input_path(opt.input, &name);
+        *fp = dist_open_input(opt.input, &name);
     }
     rec_reader_open(r, *fp, name, topt.max_record_bytes);
     return rec_read_header(r, schemas, HINT);
@@ -487,8 +493,13 @@ static int run_epoch(struct trainer *t, struct work *k, struct input_ctx *in, st
 int main(int argc, char **argv)
 {
     tool_init(argv[0]);
+    dist_init(argc, argv);
     parse_args(argc, argv);
-    bool regular = input_is_regular();
+    bool regular = dist_bcast_ll(dist_rank() == 0 && input_is_regular());   // rank 0 has the input
+    if (dist_size() > opt.grad_accum)
+        log_warn("%d ranks, but --grad-accum %ld: each step has at most %ld micro-batches, so %ld "
+                 "ranks sit idle (set --grad-accum to a multiple of the ranks)", dist_size(),
+                 opt.grad_accum, opt.grad_accum, dist_size() - opt.grad_accum);
     if (opt.epochs > 1 && !regular)
         usage_error("--epochs %ld needs a regular file as input (FILE or < FILE): a pipe cannot be re-read", opt.epochs);
     struct model_config cfg;   // the shape, before trainer_init (a continued run has --continue's)

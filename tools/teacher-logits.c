@@ -19,12 +19,15 @@
 //         lora_policy_hash(base, adapter), with base_model_xxh3 and adapter_xxh3 beside it.
 //
 // Records are packed into forwards of up to --batch-tokens tokens (a longer record runs alone).
+// Under mpirun (docs/scaling.md) batch b runs on rank b mod N and rank 0 writes the batches in
+// order: the same bytes for any number of ranks.
 #include <getopt.h>
 #include <math.h>
 #include <string.h>
 
 #include "progress.h"
 #include "blas.h"
+#include "dist.h"
 #include "lm.h"
 #include "lora.h"
 #include "model.h"
@@ -266,10 +269,22 @@ static void run_batch(struct teacher *t, struct rec_writer *w, struct item *b, i
     free(tokens), free(cu), free(rows), free(top_ids), free(top_lp), free(lse), free(lse_pad);
 }
 
+// Batch number ib: computed by its rank (ib mod ranks under MPI, dist.h), written in order.
+static void deal_batch(struct teacher *t, long long ib, struct item *b, int nb, long long *ntok)
+{
+    if (dist_mine(ib)) {
+        run_batch(t, dist_item_begin(), b, nb, ntok);
+        dist_item_end(ib);
+        return;
+    }
+    for (int i = 0; i < nb; i++) msgpack_sbuffer_destroy(&b[i].raw), free(b[i].tokens), free(b[i].mask);
+}
+
 int main(int argc, char **argv)
 {
     _Static_assert(sizeof(int) == sizeof(int32_t), "int is 32 bits");
     tool_init(argv[0]);
+    dist_init(argc, argv);
     parse_args(argc, argv);
     blas_init(opt.threads);
     struct teacher t;
@@ -298,7 +313,7 @@ int main(int argc, char **argv)
     struct rec_reader r;
     struct rec_writer w;
     const char *in_name;
-    FILE *in = open_input_path(opt.input, &in_name);
+    FILE *in = dist_open_input(opt.input, &in_name);
     rec_reader_open(&r, in, in_name, opt.max_record_bytes);
     t.hdr = rec_read_header(&r, schemas, "teacher-logits reads the output of tokenize or rollout");
     rec_check_tokenizer(&r, t.hdr, tokenizer_hash_hex(t.tok), tokenizer_path(t.tok), "the teacher's");
@@ -309,6 +324,8 @@ int main(int argc, char **argv)
     rec_writer_open(&w, stdout);
     rec_write_header(&w, schema_name, t.hdr, 2, pack_header, &t);
     rec_flush(&w);
+    dist_out_open(&w);
+    long long nbatch = 0;
 
     size_t cap = 16, nb = 0, nrec = 0;
     struct item *b = xmalloc(cap * sizeof *b);
@@ -323,7 +340,7 @@ int main(int argc, char **argv)
         nrec++;
         if (nb > 0 && btok + it.n > opt.batch_tokens) {
             long long before = ntok;
-            run_batch(&t, &w, b, (int)nb, &ntok);
+            deal_batch(&t, nbatch++, b, (int)nb, &ntok);
             progress_add(&pg, (long long)nb, ntok - before);
             nb = 0, btok = 0;
         }
@@ -331,10 +348,13 @@ int main(int argc, char **argv)
         b[nb++] = it;
         btok += it.n;
     }
-    if (nb) run_batch(&t, &w, b, (int)nb, &ntok);
+    if (nb) deal_batch(&t, nbatch++, b, (int)nb, &ntok);
     progress_end(&pg);
+    dist_out_close(nbatch);
     rec_write_end(&w);
-    double dt = now_seconds() - t0;
+    double dt = now_seconds() - t0, tok = (double)ntok;
+    dist_sum_f64(&tok, 1), dist_max_f64(&dt, 1);   // the job's tokens, the slowest rank's time
+    ntok = (long long)tok;
     log_info("records=%zu tokens=%lld tok/s=%.1f seconds=%.2f", nrec, ntok, dt > 0 ? ntok / dt : 0.0, dt);
     free(b);
     free(schema_name);
