@@ -79,6 +79,14 @@ to-json ce-2.mp | tail -n 1 | grep -q '"kind":"end"' && ok || bad "2 ranks: the 
 # stdin as input, and one rank (mpirun -np 1) is the plain tool
 expect_rc 0 "ce: 2 ranks from stdin" -- sh -c "$(printf '%q ' "${MPI[@]}") -np 2 $(printf '%q ' "${S[@]}") --out ce-2c < s24.mp"
 expect_same ce-2/model.safetensors ce-2c/model.safetensors "2 ranks: stdin and FILE"
+# --epochs re-reads FILE (rank 0 reopens it; the ranks see each pass); mpirun turns < FILE into
+# a pipe, which cannot be re-read: 64
+E=(sft-step -q --threads 1 --model m0 --lr 1e-2 --adam-eps 1e-4 --batch-tokens 300 --grad-accum 4 --epochs 2 --schedule cosine)
+expect_rc 0 "epochs: one process" -- "${E[@]}" --out ep-1 s24.mp
+expect_rc 0 "epochs: 2 ranks" -- "${MPI[@]}" -np 2 "${E[@]}" --out ep-2 s24.mp
+agree "epochs: 2 ranks" ep-2/model.safetensors ep-1/model.safetensors
+expect_rc 64 "epochs: 2 ranks from a pipe" -- sh -c "$(printf '%q ' "${MPI[@]}") -np 2 $(printf '%q ' "${E[@]}") --out ep-3 < s24.mp"
+expect_err "regular file" "epochs from a pipe: message"
 expect_rc 0 "ce: mpirun -np 1" -- "${MPI[@]}" -np 1 "${S[@]}" --out ce-1b s24.mp
 expect_same ce-1/model.safetensors ce-1b/model.safetensors "mpirun -np 1: the one-process bits"
 
