@@ -14,8 +14,10 @@
 need_torch msgpack
 command -v mpirun >/dev/null || { bad "mpirun missing (make check installs openmpi-bin)"; finish; exit 1; }
 cd "$TMP"
-# as root (CI) mpirun needs the flag; -q: no launcher banner after a tool's own error line
-MPI=(mpirun -q --oversubscribe --bind-to none)
+# as root (CI) mpirun needs the flag; -q: no launcher banner after a tool's own error line;
+# no single-copy transfers between ranks (cross-memory attach needs ptrace rights that
+# containers often withhold; Open MPI then copies through shared memory instead)
+MPI=(mpirun -q --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none)
 [ "$(id -u)" = 0 ] && MPI+=(--allow-run-as-root)
 ARITH="$TOP/examples/arith"
 
