@@ -21,7 +21,8 @@
 #   compute   ceil(micro-batches / N) × micro-batch tokens / (tokens/s per node)  (micro-batches
 #             are dealt whole: nodes beyond the step's micro-batch count idle)
 #   allreduce ring: 2 (N-1)/N × 4 P bytes / (BW_EFF × line rate) + 2 (N-1) × ALPHA   (f32 gradients)
-#   AdamW     on every node over all P parameters (not sharded): 1.25 s × P / 494M
+#   AdamW     on every node over all P parameters: 1.25 s × P / 494M (the unsharded optimizer;
+#             ZeRO stage 1 trades most of it for a broadcast of the updated slices)
 # and a GRPO iteration adds: rollout of ceil(prompts / N) prompts on the busiest node, the two
 # model loads, and rank 0's checkpoint write. Efficiency = T(1) / (N × T(N)).
 set -euo pipefail

@@ -203,6 +203,49 @@ void dist_min_f64(double *x, size_t n) { allreduce(x, n, MPI_DOUBLE, sizeof *x, 
 void dist_max_f64(double *x, size_t n) { allreduce(x, n, MPI_DOUBLE, sizeof *x, MPI_MAX); }
 
 // ---------------------------------------------------------------------------------------------
+// slices (ZeRO stage 1)
+
+static void slice_of(size_t n, int r, size_t *lo, size_t *hi)
+{
+    *lo = n * (size_t)r / (size_t)size;
+    *hi = n * (size_t)(r + 1) / (size_t)size;
+}
+
+void dist_slice(size_t n, size_t *lo, size_t *hi) { slice_of(n, rank, lo, hi); }
+
+void dist_allgather_slices(float *x, size_t n)
+{
+    if (size == 1) return;
+    sleeping_barrier();
+    for (int r = 0; r < size; r++) {
+        size_t lo, hi;
+        slice_of(n, r, &lo, &hi);
+        for (size_t i = lo; i < hi; i += REDUCE_CHUNK) {
+            size_t m = hi - i < REDUCE_CHUNK ? hi - i : REDUCE_CHUNK;
+            MPI_Bcast(x + i, (int)m, MPI_FLOAT, r, MPI_COMM_WORLD);
+        }
+    }
+}
+
+void dist_gather_slices(float *full, const float *mine, size_t n)
+{
+    size_t lo, hi;
+    slice_of(n, rank, &lo, &hi);
+    if (rank == 0 && full + lo != mine) memcpy(full + lo, mine, (hi - lo) * sizeof(float));
+    if (size == 1) return;
+    sleeping_barrier();
+    for (int r = 1; r < size; r++) {
+        size_t rlo, rhi;
+        slice_of(n, r, &rlo, &rhi);
+        for (size_t i = rlo; i < rhi; i += REDUCE_CHUNK) {
+            size_t m = rhi - i < REDUCE_CHUNK ? rhi - i : REDUCE_CHUNK;
+            if (rank == 0) MPI_Recv(full + i, (int)m, MPI_FLOAT, r, 78, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            else if (rank == r) MPI_Send(mine + (i - lo), (int)m, MPI_FLOAT, 0, 78, MPI_COMM_WORLD);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // ordered output
 
 #define OUT_TAG 77

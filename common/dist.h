@@ -58,6 +58,14 @@ void dist_sum_f32(float *x, size_t n);
 void dist_sum_f64(double *x, size_t n);
 void dist_min_f64(double *x, size_t n);
 void dist_max_f64(double *x, size_t n);
+// Slices of a vector of n elements, one per rank (ZeRO stage 1 keeps the AdamW moments of its
+// slice only): this rank's is [*lo, *hi); rank r's is [n r / N, n (r + 1) / N).
+void dist_slice(size_t n, size_t *lo, size_t *hi);
+// Every rank's slice of x (n elements), from its owner to every rank, in place.
+void dist_allgather_slices(float *x, size_t n);
+// Rank 0 receives every rank's slice (mine: this rank's, hi - lo elements) into full (n
+// elements, rank 0 only; NULL elsewhere).
+void dist_gather_slices(float *full, const float *mine, size_t n);
 // Ends the job (rank 0: die(EX_DATAERR)) when v differs between ranks:
 // "<what> differs between ranks: rank 0 has <v0>, rank R <vR><hint>".
 void dist_check_same(const char *what, uint64_t v, const char *hint);

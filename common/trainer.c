@@ -450,6 +450,7 @@ static void newest_checkpoint_dir(struct trainer *t, const char **src, long *ck,
 }
 
 static void check_ranks_agree(const struct trainer *t);   // below
+static void zero_shard(struct trainer *t);
 
 void trainer_init(struct trainer *t, const struct trainer_options *o)
 {
@@ -553,6 +554,7 @@ void trainer_init(struct trainer *t, const struct trainer_options *o)
     t->start_hash = trainer_hash(t);
     t->base_hash = model_hash(&t->model);
     check_ranks_agree(t);
+    zero_shard(t);
 }
 
 // Under MPI every rank loads the model and the run state itself (a checkpoint in --out must be
@@ -568,6 +570,47 @@ static void check_ranks_agree(const struct trainer *t)
                           (XXH64_hash_t)t->opt.seed,
                           XXH3_64bits(t->m1, t->nparams * sizeof(float)) ^ XXH3_64bits(t->m2, t->nparams * sizeof(float))};
     dist_check_same("the run state (step, records consumed, seed, optimizer moments)", XXH3_64bits(st, sizeof st), hint);
+}
+
+// ZeRO stage 1 (trainer.h): keeps this rank's slice of the moments, loaded whole.
+static void zero_shard(struct trainer *t)
+{
+    t->zlo = 0, t->zhi = t->nparams;
+    const char *e = getenv("SRLM_ZERO");
+    if (dist_size() == 1 || (e && !strcmp(e, "0"))) return;
+    dist_slice(t->nparams, &t->zlo, &t->zhi);
+    size_t k = t->zhi - t->zlo;
+    float *a = xmalloc((k ? k : 1) * sizeof(float)), *b = xmalloc((k ? k : 1) * sizeof(float));
+    memcpy(a, t->m1 + t->zlo, k * sizeof(float));
+    memcpy(b, t->m2 + t->zlo, k * sizeof(float));
+    free(t->m1), free(t->m2);
+    t->m1 = a, t->m2 = b;
+}
+
+static bool zero_sharded(const struct trainer *t) { return t->zhi - t->zlo != t->nparams; }
+
+// Whole moments on rank 0 for a checkpoint (every rank calls it). Rank 0's slice is the head of
+// the vector (zlo = 0), so its buffers grow in place to the whole length: its peak is the whole
+// moments, as without sharding.
+static void zero_gather(struct trainer *t)
+{
+    if (!zero_sharded(t)) return;
+    bool root = dist_rank() == 0;
+    if (root) {
+        t->m1 = xrealloc(t->m1, t->nparams * sizeof(float));
+        t->m2 = xrealloc(t->m2, t->nparams * sizeof(float));
+    }
+    dist_gather_slices(root ? t->m1 : NULL, t->m1, t->nparams);
+    dist_gather_slices(root ? t->m2 : NULL, t->m2, t->nparams);
+}
+
+// Back to rank 0's slice after the checkpoint.
+static void zero_ungather(struct trainer *t)
+{
+    if (!zero_sharded(t) || dist_rank() > 0) return;
+    size_t k = t->zhi > 0 ? t->zhi : 1;
+    t->m1 = xrealloc(t->m1, k * sizeof(float));
+    t->m2 = xrealloc(t->m2, k * sizeof(float));
 }
 
 uint64_t trainer_hash(const struct trainer *t)
@@ -686,13 +729,23 @@ static bool kind_decays(enum model_kind k)
 
 // One fused pass per group (adamw_step): clip scale, AdamW, and zeroing the gradient for the next
 // step. Adjacent kinds with the same decay are one group: the kinds tile [0, nparams) in order.
+// AdamW over parameters [off, off + n) that this rank holds moments for (all, unsharded).
+static void adamw_range(struct trainer *t, size_t off, size_t n, const struct adamw_config *ac, double lr,
+                        long step, float gscale)
+{
+    size_t a = off > t->zlo ? off : t->zlo, b = off + n < t->zhi ? off + n : t->zhi;
+    if (a >= b) return;
+    adamw_step(t->params + a, t->grad_memory + a, t->m1 + (a - t->zlo), t->m2 + (a - t->zlo), b - a, ac, lr,
+               step, gscale);
+}
+
 static void adamw_groups(struct trainer *t, double lr, long step, float gscale)
 {
     const struct model_config *c = &t->model.cfg;
     struct adamw_config ac = {.lr = lr, .beta1 = t->opt.beta1, .beta2 = t->opt.beta2, .eps = t->opt.eps};
     if (t->lora) {   // A and B are all matrices: one group, decayed (lora.h)
         ac.weight_decay = t->opt.weight_decay;
-        adamw_step(t->params, t->grad_memory, t->m1, t->m2, t->nparams, &ac, lr, step, gscale);
+        adamw_range(t, 0, t->nparams, &ac, lr, step, gscale);
         return;
     }
     size_t done = 0;
@@ -704,7 +757,7 @@ static void adamw_groups(struct trainer *t, double lr, long step, float gscale)
         while (k + 1 < MODEL_NKIND && (!c->kind_size[k + 1] || kind_decays((enum model_kind)(k + 1)) == decays))
             n += c->kind_size[++k];
         ac.weight_decay = decays ? t->opt.weight_decay : 0.0;
-        adamw_step(t->params + off, t->grad_memory + off, t->m1 + off, t->m2 + off, n, &ac, lr, step, gscale);
+        adamw_range(t, off, n, &ac, lr, step, gscale);
         done = off + n;
     }
     ASSERT(done == t->nparams);
@@ -772,6 +825,11 @@ int trainer_step(struct trainer *t, const struct trainer_metrics *m)
             "(the last one, if any, is intact)", s, m->loss, gn);
     double lr = lr_at(t->opt.schedule, t->opt.lr, t->opt.min_lr, s, t->opt.warmup, t->opt.steps);
     adamw_groups(t, lr, s, clip_scale(gn, t->opt.clip));   // also zeroes the gradients
+    if (zero_sharded(t)) {   // the rest of the gradient, and the other ranks' updated slices
+        memset(t->grad_memory, 0, t->zlo * sizeof(float));
+        memset(t->grad_memory + t->zhi, 0, (t->nparams - t->zhi) * sizeof(float));
+        dist_allgather_slices(t->params, t->nparams);
+    }
     t->step = s;
     t->tokens_total += m->tokens;
 
@@ -901,7 +959,8 @@ static char *checkpoint_dir_path(const char *out, long step, bool tmp)
 // --save-total-limit are removed.
 static void save_checkpoint_dir(struct trainer *t)
 {
-    if (dist_rank() > 0) return;
+    zero_gather(t);
+    if (dist_rank() > 0) return;   // rank 0 writes (dist.h)
     const char *out = t->opt.out_dir;
     char *tmp = checkpoint_dir_path(out, t->step, true), *dst = checkpoint_dir_path(out, t->step, false);
     remove_tree(tmp);
@@ -920,12 +979,17 @@ static void save_checkpoint_dir(struct trainer *t)
         free(old);
     }
     free(v);
+    zero_ungather(t);
 }
 
 void trainer_checkpoint(struct trainer *t)
 {
     const struct trainer_options *o = &t->opt;
-    if (dist_rank() > 0) { t->saved_step = t->step; return; }   // rank 0 writes (dist.h)
+    zero_gather(t);
+    if (dist_rank() > 0) {   // rank 0 writes (dist.h)
+        t->saved_step = t->step;
+        return;
+    }
     write_checkpoint(t, o->out_dir);
     remove_other_states(o->out_dir, t->step);
     t->saved_step = t->step;
@@ -940,6 +1004,7 @@ void trainer_checkpoint(struct trainer *t)
     rec_record_end(w);
     rec_flush(w);
     log_info("checkpoint step=%ld -> %s", t->step, o->out_dir);
+    zero_ungather(t);
 }
 
 void trainer_finish(struct trainer *t)

@@ -39,6 +39,11 @@
 // figures in trainer_metrics must already be the whole step's (the tool sums its per-rank parts
 // with dist_sum_f64). trainer_init checks that every rank starts from the same weights and run
 // state (exit 65 otherwise); rank 0 alone creates --out, writes checkpoints, metrics and events.
+// ZeRO stage 1: under MPI each rank keeps the AdamW moments of its slice [zlo, zhi) of the
+// parameters only, updates that slice, and the ranks then exchange their slices (the weights
+// stay whole everywhere); a checkpoint gathers the moments to rank 0. The update of each element
+// is the same arithmetic, so the bits equal an unsharded run's. SRLM_ZERO=0 keeps whole moments
+// on every rank.
 //
 // trainer_step(): the step number becomes t.step + 1 =: s (1-based). In order:
 //   1. grad_norm = global L2 norm of all trainable gradients (optim.h, before clipping);
@@ -216,7 +221,8 @@ struct trainer {
     float *params;                // == model.params_memory (or lora->params)
     size_t nparams;
     float *grad_memory;           // (nparams) gradients, zero between steps
-    float *m1, *m2;               // (nparams) AdamW first / second moments
+    float *m1, *m2;               // AdamW first / second moments of params[zlo, zhi)
+    size_t zlo, zhi;              // [0, nparams), or under MPI this rank's slice (ZeRO stage 1)
     struct model_params grads;    // named pointers into grad_memory (full fine-tuning only)
     struct model_params *loss_grads;   // pass to loss_*(): &grads, or an all-NULL struct (LoRA)
     struct model_params frozen;        //   (the all-NULL struct)

@@ -72,6 +72,19 @@ stream=t24.mp file=model.safetensors sft_case kd --loss kd --kd-alpha 0.3 --kd-t
 stream=s24.mp file=adapter_model.safetensors sft_case lora --lora-rank 4 --lora-targets q,v,down
 stream=t24.mp file=adapter_model.safetensors sft_case lora-kd --loss rkl --lora-rank 2
 
+# ZeRO stage 1 (the AdamW moments sharded over the ranks, the default) makes the bits of whole
+# moments on every rank (SRLM_ZERO=0): weights, and the moments gathered into the checkpoints
+Z=(--save-every 2 --steps 3)
+for n in 2 3; do
+    expect_rc 0 "zero: $n ranks" -- "${MPI[@]}" -np "$n" "${S[@]}" --out z-$n "${Z[@]}" s24.mp
+    expect_rc 0 "zero off: $n ranks" -- env SRLM_ZERO=0 "${MPI[@]}" -np "$n" "${S[@]}" --out nz-$n "${Z[@]}" s24.mp
+    for f in model.safetensors state-3/optimizer.safetensors checkpoint-2/state-2/optimizer.safetensors; do
+        expect_same z-$n/$f nz-$n/$f "zero against whole moments, $n ranks: $f"
+    done
+done
+expect_rc 0 "zero: resumed from step 2 under 3 ranks" -- sh -c "rm -rf z-r && cp -r z-2/checkpoint-2 z-r && $(printf '%q ' "${MPI[@]}") -np 3 $(printf '%q ' "${S[@]}") --out z-r --resume ${Z[*]} s24.mp"
+agree "zero: resumed under 3 ranks" z-r/model.safetensors z-2/model.safetensors
+
 # a fixed rank count is bitwise reproducible; the stream rank 0 writes has every step
 expect_rc 0 "ce: 2 ranks again" -- "${MPI[@]}" -np 2 "${S[@]}" --out ce-2b s24.mp
 expect_same ce-2/model.safetensors ce-2b/model.safetensors "2 ranks twice: checkpoints"
