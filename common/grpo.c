@@ -563,7 +563,7 @@ double grpo_minibatch_grad(const struct grpo_config *c, const struct grpo_policy
         p->backward(p->ctx, a, w->lw.dh);
     }
     static bool warned;
-    if (mb < dist_size() && !warned) {
+    if (dist_size() > 1 && count > 0 && mb < dist_size() && !warned) {
         warned = true;
         log_warn("a minibatch packs into %lld forwards of at most --max-tokens tokens, fewer than the %d "
                  "ranks: the others sit idle (lower --max-tokens)", mb, dist_size());

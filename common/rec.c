@@ -173,11 +173,11 @@ static int scan_record(struct rec_reader *r)
     return 1;
 }
 
+ssize_t (*rec_read_hook)(int fd, void *buf, size_t n) = read;   // rec.h
+
 // Reads more input into the buffer. Returns the number of bytes read (0 at end of input).
 // read(2), not fread: fread waits to fill its whole request, which would stall a pipeline whose
 // upstream writes one small record at a time.
-ssize_t (*rec_read_hook)(int fd, void *buf, size_t n) = read;
-
 static size_t fill(struct rec_reader *r)
 {
     if (r->off > 0) {                         // drop consumed bytes (borrowed data is dead now)

@@ -727,8 +727,6 @@ static bool kind_decays(enum model_kind k)
     }
 }
 
-// One fused pass per group (adamw_step): clip scale, AdamW, and zeroing the gradient for the next
-// step. Adjacent kinds with the same decay are one group: the kinds tile [0, nparams) in order.
 // AdamW over parameters [off, off + n) that this rank holds moments for (all, unsharded).
 static void adamw_range(struct trainer *t, size_t off, size_t n, const struct adamw_config *ac, double lr,
                         long step, float gscale)
@@ -739,6 +737,8 @@ static void adamw_range(struct trainer *t, size_t off, size_t n, const struct ad
                step, gscale);
 }
 
+// One fused pass per group (adamw_step): clip scale, AdamW, and zeroing the gradient for the next
+// step. Adjacent kinds with the same decay are one group: the kinds tile [0, nparams) in order.
 static void adamw_groups(struct trainer *t, double lr, long step, float gscale)
 {
     const struct model_config *c = &t->model.cfg;
