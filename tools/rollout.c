@@ -245,6 +245,12 @@ struct prompt {
     int len;
 };
 
+static void prompt_free(struct prompt *p)
+{
+    msgpack_sbuffer_destroy(&p->raw);
+    free(p->id), free(p->tokens);
+}
+
 static void read_prompt(const struct rec_reader *r, const msgpack_object *rec, const struct model *m, struct prompt *p)
 {
     p->id = rec_get_str(r, rec, "id");
@@ -312,8 +318,7 @@ static void write_group(struct rec_writer *w, const struct tokenizer *tok, struc
     }
     rec_flush(w);
     msgpack_unpacked_destroy(&u);
-    msgpack_sbuffer_destroy(&p->raw);
-    free(p->id), free(p->tokens);
+    prompt_free(p);
     free(seq), free(mask);
 }
 
@@ -341,8 +346,7 @@ static void source_open(struct source *src, struct rec_reader *r, const struct m
         read_prompt(r, &rec, m, &p);
         p.idx = src->nread++;
         if (!dist_mine(p.idx)) {
-            msgpack_sbuffer_destroy(&p.raw);
-            free(p.id), free(p.tokens);
+            prompt_free(&p);
             continue;
         }
         if (src->nown == cap) src->own = xrealloc(src->own, (cap = 2 * cap + 16) * sizeof *src->own);
@@ -452,10 +456,10 @@ int main(int argc, char **argv)
     // the job's figures: every rank's counts summed, its seconds the slowest rank's
     const struct gen_stats *gs = generator_stats(g);
     double dt = now_seconds() - t0;
-    double sum[9] = {(double)nprompts, (double)gs->new_tokens, (double)finish_count[0], (double)finish_count[1],
-                     (double)finish_count[2], (double)gs->prefill_tokens, (double)gs->decode_steps, (double)gs->decode_rows, 0};
+    double sum[8] = {(double)nprompts, (double)gs->new_tokens, (double)finish_count[0], (double)finish_count[1],
+                     (double)finish_count[2], (double)gs->prefill_tokens, (double)gs->decode_steps, (double)gs->decode_rows};
     double slow[3] = {gs->prefill_seconds, gs->decode_seconds, dt};
-    dist_sum_f64(sum, 9), dist_max_f64(slow, 3);
+    dist_sum_f64(sum, 8), dist_max_f64(slow, 3);
     nprompts = (size_t)sum[0];
     for (int i = 0; i < 3; i++) finish_count[i] = (size_t)sum[2 + i];
     struct gen_stats all = *gs;
