@@ -209,7 +209,10 @@ job=$!
 victim=
 for _ in $(seq 1 1000); do
     if [ -z "$victim" ]; then
-        for p in $(pgrep -x sft-step); do
+        for d in /proc/[0-9]*; do   # (no pgrep: procps is not on a minimal system)
+            p=${d#/proc/}
+            c=; { read -r c < "$d/comm"; } 2>/dev/null
+            [ "$c" = sft-step ] || continue
             { tr '\0' '\n' < "/proc/$p/environ"; } 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' &&
                 grep -q k-run "/proc/$p/cmdline" 2>/dev/null && victim=$p
         done
