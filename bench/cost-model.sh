@@ -7,7 +7,7 @@
 #
 # Inputs (environment; defaults are the measured figures, docs/performance.md):
 #   SMALL_TRAIN   small shape, sft-step input tokens/s per node (bench/mpi.sh, 1 process × 2
-#                 threads: 408.9 and 357.8 on 2026-12-04, mean 383)
+#                 threads: 400.8 and 401.8 on 2026-12-04, mean 401)
 #   BIG_TRAIN     0.5B, training tokens/s per node: bench/grpo-iter.sh's optimizer step, 3804
 #                 tokens in 170.2 s less its AdamW (1.25 s)
 #   BIG_ROLL8, BIG_ROLL64   0.5B bf16 rollout new tokens/s per node with up to 8 / 64 sequences
@@ -27,7 +27,7 @@
 # model loads, and rank 0's checkpoint write. Efficiency = T(1) / (N × T(N)).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SMALL_TRAIN=${SMALL_TRAIN:-383} BIG_TRAIN=${BIG_TRAIN:-22.5}
+SMALL_TRAIN=${SMALL_TRAIN:-401} BIG_TRAIN=${BIG_TRAIN:-22.5}
 BIG_ROLL8=${BIG_ROLL8:-47.3} BIG_ROLL64=${BIG_ROLL64:-51.2} BIG_LOAD=${BIG_LOAD:-6.6} BIG_SAVE=${BIG_SAVE:-30.7}
 ALPHA=${ALPHA:-50e-6} BW_EFF=${BW_EFF:-0.8}
 
